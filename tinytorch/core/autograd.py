@@ -79,6 +79,12 @@ def _div(g, a, b):
     return gb, -gb * a / b
     ### END SOLUTION
 
+@derivative("div_scalar")
+def _div_scalar(g, s):
+    ### BEGIN SOLUTION
+    return (g / s,)
+    ### END SOLUTION
+
 @derivative("rdiv_scalar")
 def _rdiv_scalar(g, a, s):
     ### BEGIN SOLUTION
@@ -88,6 +94,7 @@ def _rdiv_scalar(g, a, s):
 @derivative("pow_scalar")
 def _pow_scalar(g, a, n):
     ### BEGIN SOLUTION
+    if n == 0: return (np.zeros_like(g),)
     if n == 2: return (g * (a + a),)
     return (g * (n * _power(a, n - 1)),)
     ### END SOLUTION
@@ -96,7 +103,7 @@ def _pow_scalar(g, a, n):
 def _pow(g, a, b, out):
     ### BEGIN SOLUTION
     with np.errstate(divide="ignore", invalid="ignore"):
-        ga = g * b * np.power(a, b - 1)
+        ga = g * np.where(b == 0, 0.0, b * np.power(a, b - 1))
         gb = g * np.where((a == 0) & (b >= 0), 0.0, out * np.log(a))
     return ga, gb.astype(out.dtype, copy=False)
     ### END SOLUTION
@@ -104,6 +111,7 @@ def _pow(g, a, b, out):
 @derivative("rpow_scalar")
 def _rpow_scalar(g, out, log_base):
     ### BEGIN SOLUTION
+    if log_base == -np.inf: return (g * np.where(np.isinf(out), -out, 0 * out),)    # base 0: PyTorch's limits
     return (g * out * log_base,)
     ### END SOLUTION
 
@@ -153,15 +161,15 @@ def _abs(g, a):
 @derivative("maximum")
 def _maximum(g, a, b):
     ### BEGIN SOLUTION
-    tie = 0.5 * (a == b)
-    return g * ((a > b) + tie), g * ((b > a) + tie)
+    tie = np.where(a == b, g * 0.5, 0)
+    return np.where(a > b, g, tie), np.where(b > a, g, tie)
     ### END SOLUTION
 
 @derivative("minimum")
 def _minimum(g, a, b):
     ### BEGIN SOLUTION
-    tie = 0.5 * (a == b)
-    return g * ((a < b) + tie), g * ((b < a) + tie)
+    tie = np.where(a == b, g * 0.5, 0)
+    return np.where(a < b, g, tie), np.where(b < a, g, tie)
     ### END SOLUTION
 
 @derivative("clip")
@@ -195,7 +203,7 @@ def _mean(g, shape, axes, keepdims):
 def _extremum(g, a, out, axes, keepdims):
     ### BEGIN SOLUTION
     hit = a == out
-    share = _restore_axes(g, axes, keepdims) / hit.sum(axis=axes, keepdims=True)
+    share = _restore_axes(g, axes, keepdims) / hit.sum(axis=axes, keepdims=True, dtype=g.dtype)
     return (hit * share,)
     ### END SOLUTION
 
@@ -228,7 +236,13 @@ def _reshape(g, shape):
 @derivative("permute")
 def _permute(g, dims):
     ### BEGIN SOLUTION
-    return (g.transpose(np.argsort(dims)),)
+    return (g.transpose(sorted(range(len(dims)), key=dims.__getitem__)),)
+    ### END SOLUTION
+
+@derivative("transpose")
+def _transpose(g, d0, d1):
+    ### BEGIN SOLUTION
+    return (g.swapaxes(d0, d1),)     # a swap is its own inverse
     ### END SOLUTION
 
 @derivative("expand")

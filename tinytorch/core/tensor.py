@@ -226,6 +226,10 @@ def _binary(op, fn, a, b):
 def _is_scalar(x):
     return isinstance(x, (int, float, bool, np.number))
 
+def _py(x):
+    "A NumPy scalar as a Python number: NumPy 2 lets Python numbers (not NumPy's) adapt to the array's dtype."
+    return x.item() if isinstance(x, np.generic) else x
+
 def _tensor_operand(x):
     if isinstance(x, Tensor): return x
     if isinstance(x, np.ndarray): return Tensor(x, dtype=x.dtype)
@@ -235,6 +239,7 @@ def _tensor_operand(x):
 def add(a, b):
     "a + b"
     ### BEGIN SOLUTION
+    b = _py(b)
     if _is_scalar(b): return record("add_scalar", a.data + b, (a,))
     b = _tensor_operand(b)
     return record("add", _binary("add", np.add, a, b), (a, b))
@@ -243,6 +248,7 @@ def add(a, b):
 def sub(a, b):
     "a - b"
     ### BEGIN SOLUTION
+    b = _py(b)
     if _is_scalar(b): return record("add_scalar", a.data - b, (a,))
     b = _tensor_operand(b)
     return record("sub", _binary("sub", np.subtract, a, b), (a, b))
@@ -251,6 +257,7 @@ def sub(a, b):
 def rsub(a, b):
     "b - a, for a number b"
     ### BEGIN SOLUTION
+    b = _py(b)
     if _is_scalar(b): return record("rsub_scalar", b - a.data, (a,))
     return sub(_tensor_operand(b), a)
     ### END SOLUTION
@@ -258,6 +265,7 @@ def rsub(a, b):
 def mul(a, b):
     "a * b"
     ### BEGIN SOLUTION
+    b = _py(b)
     if _is_scalar(b): return record("mul_scalar", a.data * b, (a,), (b,))
     b = _tensor_operand(b)
     return record("mul", _binary("mul", np.multiply, a, b), (a, b), (a.data, b.data))
@@ -266,7 +274,8 @@ def mul(a, b):
 def div(a, b):
     "a / b"
     ### BEGIN SOLUTION
-    if _is_scalar(b): return record("mul_scalar", a.data / b, (a,), (1.0 / b,))
+    b = _py(b)
+    if _is_scalar(b): return record("div_scalar", a.data / b, (a,), (b,))
     b = _tensor_operand(b)
     return record("div", _binary("div", np.divide, a, b), (a, b), (a.data, b.data))
     ### END SOLUTION
@@ -274,6 +283,7 @@ def div(a, b):
 def rdiv(a, b):
     "b / a, for a number b"
     ### BEGIN SOLUTION
+    b = _py(b)
     if _is_scalar(b): return record("rdiv_scalar", b / a.data, (a,), (a.data, b))
     return div(_tensor_operand(b), a)
     ### END SOLUTION
@@ -296,6 +306,7 @@ def _power(x, n):
 def pow(a, b):
     "a ** b, for a number or a tensor b"
     ### BEGIN SOLUTION
+    b = _py(b)
     if _is_scalar(b): return record("pow_scalar", _power(a.data, b), (a,), (a.data, b))
     b = _tensor_operand(b)
     out = _binary("pow", np.power, a, b)
@@ -305,8 +316,11 @@ def pow(a, b):
 def rpow(a, b):
     "b ** a, for a number b"
     ### BEGIN SOLUTION
+    b = _py(b)
     out = np.power(b, a.data)
-    return record("rpow_scalar", out, (a,), (out, np.log(b)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_base = float(np.log(b))
+    return record("rpow_scalar", out, (a,), (out, log_base))
     ### END SOLUTION
 
 # %% ../../modules/01_tensor/tensor.py #15
@@ -369,6 +383,7 @@ def clip(a, min=None, max=None):
     "Clamp to [min, max]; the gradient flows where min <= a <= max (PyTorch's `clamp`)."
     ### BEGIN SOLUTION
     if min is None and max is None: raise ValueError("clip: give at least one of min and max")
+    min, max = _py(min), _py(max)
     return record("clip", np.clip(a.data, min, max), (a,), (a.data, min, max))
     ### END SOLUTION
 
@@ -439,8 +454,10 @@ def matmul(a, b):
     try:
         out = np.matmul(a.data, b.data)
     except ValueError:
-        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match (inner dimensions "
-                         f"{a.shape[-1]} and {b.shape[-2] if b.ndim > 1 else b.shape[0]})") from None
+        k = b.shape[-2] if b.ndim > 1 else b.shape[0]
+        why = (f"inner dimensions {a.shape[-1]} and {k}" if a.shape[-1] != k else
+               f"batch dimensions {a.shape[:-2]} and {b.shape[:-2]} cannot be broadcast together")
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match ({why})") from None
     return record("matmul", out, (a, b), (a.data, b.data))
     ### END SOLUTION
 
@@ -495,9 +512,7 @@ def transpose(a, dim0=-2, dim1=-1):
     "Swap two dimensions (the last two by default)."
     ### BEGIN SOLUTION
     d0, d1 = _axis1(a, dim0, "transpose"), _axis1(a, dim1, "transpose")
-    dims = list(range(a.ndim))
-    dims[d0], dims[d1] = dims[d1], dims[d0]
-    return permute(a, dims)
+    return record("transpose", a.data.swapaxes(d0, d1), (a,), (d0, d1))
     ### END SOLUTION
 
 def broadcast_to(a, *shape):
@@ -660,5 +675,5 @@ Tensor.expand = broadcast_to
 Tensor.clamp = clip
 Tensor.pow = pow
 Tensor.__abs__ = abs
-Tensor.T = property(lambda a: permute(a, tuple(reversed(range(a.ndim)))))
+Tensor.T = property(lambda a: record("permute", a.data.T, (a,), (tuple(range(a.ndim - 1, -1, -1)),)))
 Tensor.mT = property(lambda a: transpose(a, -2, -1))

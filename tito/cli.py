@@ -339,6 +339,14 @@ def module_reset(
                       f"'tito module reset {m.number} --workspace' starts it over.")
 
 
+# ------------------------------------------------------------ train / generate ----
+# The main job lives in tito/main_job.py; tinytorch is imported only when these commands run.
+from .main_job import generate_cmd, train_cmd  # noqa: E402
+
+app.command("train")(train_cmd)
+app.command("generate")(generate_cmd)
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,383 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 12 Generation
+# > Turning a language model's logits into text: sampling rules, the KV cache, batches, stop tokens and streaming.
+#
+# A trained language model gives, for every position, a score (logit) for each token of the
+# vocabulary. Generation is a loop: run the model on the tokens so far, turn the last
+# position's logits into one next token, append it, repeat. Two questions decide the result
+# and the speed:
+#
+# 1. **Which token?** Always the most likely one (greedy), or a random draw from the
+#    distribution, reshaped by a *temperature* and truncated to the *top-k* tokens or to the
+#    smallest set holding probability *top-p* (nucleus sampling).
+# 2. **How much work per token?** Without a cache every step re-runs the model over the
+#    whole context, so the $n$-th token costs $O(n)$ layers of work over $n$ positions, and
+#    the whole sequence $O(n^2)$. With module 09's `KVCache` each step feeds only the new token
+#    and reuses the keys and values of the earlier ones: the cost of a token grows only with
+#    the attention over the cache, linearly in the context.
+#
+# Generation never needs gradients: the loop runs under `no_grad`, so no graph is recorded
+# and memory stays flat however many tokens are generated.
+
+# %%
+#| default_exp generation
+
+# %%
+#| export
+import numpy as np
+from tinytorch.core.tensor import Tensor, _wrap, get_rng
+from tinytorch.core.autograd import no_grad
+
+# %% [markdown]
+# ## 1. From logits to a distribution
+#
+# Sampling works on NumPy arrays of logits, one row per sequence, in float64 (the vocabulary
+# is small compared with the model, and float64 keeps the cumulative sums of nucleus
+# sampling exact enough). Three transformations, in the order Hugging Face applies them:
+#
+# - **Temperature** $\tau$: divide the logits by $\tau$. $\tau < 1$ sharpens the
+#   distribution, $\tau > 1$ flattens it, and $\tau \to 0$ tends to the argmax, so
+#   `temperature=0` means greedy decoding.
+# - **Top-k**: keep the $k$ largest logits and set the rest to $-\infty$. As in nanoGPT
+#   (and `torch.topk`), every logit equal to the $k$-th largest survives, so ties may keep
+#   slightly more than $k$ tokens.
+# - **Top-p** (Holtzman et al., 2019): sort the probabilities in decreasing order and keep
+#   the shortest prefix whose total reaches $p$: a token survives if the probability mass of
+#   the tokens ranked before it is below $p$ (equal probabilities keep their vocabulary
+#   order). The most likely token always survives.
+#
+# The surviving probabilities are renormalised to sum to one.
+
+# %%
+#| export
+def _check_sampling_args(temperature, top_k, top_p):
+    if temperature is None or not temperature >= 0 or temperature == float("inf"):
+        raise ValueError(f"temperature must be a finite number >= 0 (0 means greedy), got {temperature}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
+
+
+def _logits_rows(logits):
+    "Logits as a float64 (B, V) array, checked; and whether the input was a single row."
+    arr = logits.data if isinstance(logits, Tensor) else np.asarray(logits)
+    if arr.ndim not in (1, 2) or arr.shape[-1] == 0:
+        raise ValueError(f"logits must have shape (vocab_size,) or (batch, vocab_size), got {arr.shape}")
+    single = arr.ndim == 1
+    rows = arr.reshape(1, -1).astype(np.float64) if single else arr.astype(np.float64)
+    if np.isnan(rows).any() or np.isposinf(rows).any():
+        raise ValueError("logits contain NaN or +inf: the model's output is broken (was it trained to NaN?)")
+    if np.isneginf(rows).all(axis=-1).any():
+        raise ValueError("a row of logits is -inf everywhere: no token can be sampled")
+    return rows, single
+
+
+def sampling_probs(logits, temperature=1.0, top_k=None, top_p=None):
+    "The distribution that sampling draws from: temperature, then top-k, then top-p, renormalised (float64)."
+    _check_sampling_args(temperature, top_k, top_p)
+    z, single = _logits_rows(logits)
+    ### BEGIN SOLUTION
+    if temperature == 0:                                     # greedy: all mass on the (first) argmax
+        probs = np.zeros_like(z)
+        probs[np.arange(len(z)), z.argmax(axis=-1)] = 1.0
+        return probs[0] if single else probs
+    z = z / temperature
+    if top_k is not None and top_k < z.shape[-1]:
+        kth = np.partition(z, -top_k, axis=-1)[:, -top_k:].min(axis=-1, keepdims=True)
+        z = np.where(z < kth, -np.inf, z)
+    z = z - z.max(axis=-1, keepdims=True)
+    probs = np.exp(z)
+    probs /= probs.sum(axis=-1, keepdims=True)
+    if top_p is not None and top_p < 1.0:
+        order = np.argsort(-probs, axis=-1, kind="stable")
+        sorted_p = np.take_along_axis(probs, order, axis=-1)
+        mass_before = np.cumsum(sorted_p, axis=-1) - sorted_p
+        drop = np.zeros(probs.shape, dtype=bool)
+        np.put_along_axis(drop, order, mass_before >= top_p, axis=-1)
+        probs = np.where(drop, 0.0, probs)
+        probs /= probs.sum(axis=-1, keepdims=True)
+    return probs[0] if single else probs
+    ### END SOLUTION
+
+# %% [markdown]
+# ## 2. Drawing a token
+#
+# To draw from a distribution $p$ with one uniform number $u \in [0, 1)$, walk the
+# cumulative sums $c_i = p_0 + \dots + p_i$ and take the first $i$ with $c_i > u$
+# (inverse-CDF sampling). With `side="right"` semantics a token of probability zero is never
+# chosen, because the cumulative sum does not increase across it. One uniform number per row
+# means a batch costs one call to the generator, and the `rng` argument (a NumPy `Generator`)
+# makes the draws reproducible.
+
+# %%
+#| export
+def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
+    "One token id per row of logits (an int for a 1-D input, an int64 array for (batch, vocab))."
+    probs = sampling_probs(logits, temperature, top_k, top_p)
+    single = probs.ndim == 1
+    probs = probs.reshape(1, -1) if single else probs
+    ### BEGIN SOLUTION
+    if temperature == 0:
+        ids = probs.argmax(axis=-1)
+    else:
+        rng = get_rng() if rng is None else rng
+        cdf = np.cumsum(probs, axis=-1)
+        u = rng.random(len(probs)) * cdf[:, -1]
+        ids = (cdf <= u[:, None]).sum(axis=-1)
+        last = probs.shape[-1] - 1 - (probs[:, ::-1] > 0).argmax(axis=-1)      # guard against rounding at the top
+        ids = np.minimum(ids, last)
+    ids = ids.astype(np.int64)
+    return int(ids[0]) if single else ids
+    ### END SOLUTION
+
+# %%
+import pytest
+
+def test_temperature_zero_is_greedy_and_top_k_one_too():
+    logits = np.array([[0.1, 2.0, -1.0, 2.0], [5.0, 0.0, 0.0, 0.0]])
+    assert sample_next_token(logits, temperature=0).tolist() == [1, 0]             # first argmax on ties
+    rng = np.random.default_rng(0)
+    assert all(sample_next_token(logits[1], top_k=1, rng=rng) == 0 for _ in range(50))
+    assert np.array_equal(sampling_probs(logits[0], top_k=1), [0, 0.5, 0, 0.5])   # ties at the k-th value survive
+
+def test_probs_match_the_formulas():
+    logits = np.array([1.0, 2.0, 3.0, 0.5, -1.0])
+    p = np.exp(logits / 0.7); p /= p.sum()
+    assert np.allclose(sampling_probs(logits, 0.7), p, rtol=1e-14, atol=0)
+    k = np.exp(logits / 0.7); k[[3, 4]] = 0; k /= k.sum()                          # top-3 keeps ids 0, 1, 2
+    assert np.allclose(sampling_probs(logits, 0.7, top_k=3), k, rtol=1e-14, atol=0)
+    # top-p 0.8: sorted p = 0.62 (id 2), 0.23 (id 1), 0.08 (id 0), ...; mass before id 1 is 0.62 < 0.8, before id 0 0.85
+    q = np.exp(logits - logits.max()); q /= q.sum()
+    kept = np.where(np.isin(np.arange(5), [1, 2]), q, 0); kept /= kept.sum()
+    assert np.allclose(sampling_probs(logits, 1.0, top_p=0.8), kept, rtol=1e-14, atol=0)
+    assert np.count_nonzero(sampling_probs(logits, 1.0, top_p=1e-9)) == 1
+
+def test_sampling_errors():
+    with pytest.raises(ValueError, match=r"temperature must be a finite number >= 0 \(0 means greedy\), got -1"):
+        sample_next_token(np.zeros(3), temperature=-1)
+    with pytest.raises(ValueError, match="top_k must be a positive integer or None, got 0"):
+        sample_next_token(np.zeros(3), top_k=0)
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\] or None, got 1.5"):
+        sample_next_token(np.zeros(3), top_p=1.5)
+    with pytest.raises(ValueError, match="logits contain NaN"):
+        sample_next_token(np.array([0.0, np.nan]))
+    with pytest.raises(ValueError, match=r"logits must have shape \(vocab_size,\) or \(batch, vocab_size\), got \(1, 2, 3\)"):
+        sample_next_token(np.zeros((1, 2, 3)))
+
+# %%
+def test_sampling_is_reproducible_and_batched():
+    logits = np.log(np.array([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]]))
+    a = [sample_next_token(logits, rng=np.random.default_rng(5)).tolist() for _ in range(3)]
+    b = [sample_next_token(logits, rng=np.random.default_rng(5)).tolist() for _ in range(3)]
+    assert a == b and len(a[0]) == 2
+    draws = np.array([sample_next_token(logits, top_k=2, rng=np.random.default_rng(i)) for i in range(400)])
+    assert set(draws[:, 0]) == {2, 3} and set(draws[:, 1]) == {0, 1}          # only the two most likely
+
+# %% [markdown]
+# ## 3. The generation loop, with and without the KV cache
+#
+# `generate(model, prompt_tokens, ...)` works for GPT and TransformerLM of module 10, which
+# provide the cache-aware step `_next_logits(ids, caches, start)` (the logits of the last
+# position, the hidden states of new positions appended to one module 09 `KVCache` per layer)
+# and `_new_caches(batch_size)`; any other model whose `forward(tokens)` returns logits
+# `(B, T, vocab_size)` runs without a cache. Step by step:
+#
+# 1. **Prefill.** Run the model once over the whole prompt. With the cache, every layer
+#    stores the prompt's keys and values; only the last position's logits are needed.
+# 2. **Decode.** Sample the next token from those logits, then run the model on *that one
+#    token*: each layer appends one key and value to its cache and attends over all of them.
+#    Without the cache, the model runs again over the whole sequence.
+# 3. **The window.** A model has a maximum context (`max_seq_len`). Once the sequence is
+#    longer, each step runs on the last `max_seq_len` tokens, as nanoGPT's `generate` does;
+#    the positions shift with every token, so the cached keys are stale and the cache cannot
+#    help: past the window both paths compute the same full forward. Within the window the
+#    cached and uncached paths produce the same tokens (the test below checks it, greedy and
+#    sampled).
+#
+# Batches: a 2-D array (or list of equal-length lists) of prompts is generated as one batch,
+# one model call per step for all rows. Prompts of different lengths are grouped by length
+# and each group runs as a batch. A row stops when it produces one of `stop_tokens` (which is
+# kept as its last token) or after `max_new_tokens`.
+#
+# Streaming: `stream=True` returns a generator that yields each new token as soon as it is
+# sampled (an `int` for one prompt; for a batch, an int64 array with one token per row and
+# -1 for rows that have stopped). `tito generate` prints from it, so text appears as it is
+# produced.
+#
+# The whole loop runs under `no_grad` and in `eval()` mode (no dropout), restoring the
+# model's mode afterwards. The sequence buffer and the caches are allocated once, so memory
+# stays flat however long the generation runs.
+
+# %%
+#| export
+def _context_limit(model):
+    for owner in (model, getattr(model, "config", None)):
+        for name in ("max_seq_len", "context_length", "block_size"):
+            value = getattr(owner, name, None)
+            if isinstance(value, (int, np.integer)): return int(value)
+    raise TypeError(f"{type(model).__name__} does not say its maximum context (no max_seq_len attribute)")
+
+
+def make_kv_caches(model, batch_size):
+    "One preallocated KVCache per layer of `model` (None for a model without KV-cache support)."
+    new_caches = getattr(model, "_new_caches", None)
+    return None if new_caches is None else new_caches(batch_size)
+
+
+def _last_logits(model, ids, caches=None):
+    "Logits (B, V) of the last position of token ids (B, T), appending to `caches` when given."
+    if hasattr(model, "_next_logits"):               # GPT, TransformerLM: the head runs on the last position only
+        return model._next_logits(ids, caches, 0 if caches is None else caches[0].length)
+    return model(_wrap(ids)).data[:, -1, :]
+
+
+def _as_prompts(prompt_tokens, vocab_size):
+    "A list of 1-D int64 arrays and whether the input was one prompt; ids checked against the vocabulary."
+    if isinstance(prompt_tokens, Tensor): prompt_tokens = prompt_tokens.data
+    if isinstance(prompt_tokens, np.ndarray):
+        if prompt_tokens.dtype.kind not in "iu":
+            raise TypeError(f"prompt_tokens must be integer token ids, got dtype {prompt_tokens.dtype}")
+        if prompt_tokens.ndim not in (1, 2):
+            raise ValueError(f"prompt_tokens must be 1-D (one prompt) or 2-D (a batch), got shape {prompt_tokens.shape}")
+        rows, single = (list(prompt_tokens) if prompt_tokens.ndim == 2 else [prompt_tokens]), prompt_tokens.ndim == 1
+    else:
+        items = list(prompt_tokens)
+        single = not items or not isinstance(items[0], (list, tuple, np.ndarray, Tensor))
+        rows = [items] if single else [r.data if isinstance(r, Tensor) else r for r in items]
+    prompts = []
+    for i, r in enumerate(rows):
+        a = np.asarray(r)
+        if a.size == 0: raise ValueError(f"prompt {i} is empty: give at least one token (e.g. a newline or <|endoftext|>)")
+        if a.dtype.kind not in "iu": raise TypeError(f"prompt {i} must hold integer token ids, got dtype {a.dtype}")
+        a = a.astype(np.int64).reshape(-1)
+        if vocab_size is not None and (a.min() < 0 or a.max() >= vocab_size):
+            bad = int(a.min() if a.min() < 0 else a.max())
+            raise ValueError(f"prompt {i}: token id {bad} is out of range for vocab_size {vocab_size}")
+        prompts.append(a)
+    if not prompts: raise ValueError("no prompts given")
+    return prompts, single
+
+
+def _decode_group(model, prompts, max_new_tokens, sample, stop, use_cache):
+    "Generator over steps for equal-length prompts: yields (B,) arrays of new tokens (-1 once a row has stopped)."
+    batch, plen = len(prompts), len(prompts[0])
+    limit = _context_limit(model)
+    seq = np.empty((batch, plen + max_new_tokens), dtype=np.int64)           # allocated once
+    seq[:, :plen] = np.stack(prompts)
+    done = np.zeros(batch, dtype=bool)
+    caches = make_kv_caches(model, batch) if use_cache and plen < limit and max_new_tokens else None
+    n = plen
+    ### BEGIN SOLUTION
+    if max_new_tokens == 0: return
+    logits = _last_logits(model, seq[:, max(0, n - limit):n], caches)
+    for step in range(max_new_tokens):
+        tokens = sample(logits)
+        tokens[done] = -1
+        seq[:, n] = np.maximum(tokens, 0)
+        n += 1
+        yield tokens
+        if stop is not None: done |= np.isin(tokens, stop)
+        if done.all() or step == max_new_tokens - 1: return
+        if caches is not None and n <= limit:
+            logits = _last_logits(model, seq[:, n - 1:n], caches)              # one new position
+        else:
+            logits = _last_logits(model, seq[:, max(0, n - limit):n])          # the whole (cropped) context
+    ### END SOLUTION
+
+
+def generate(model, prompt_tokens, max_new_tokens=50, temperature=1.0, top_k=None, top_p=None, seed=None,
+             stop_tokens=None, stream=False, use_cache=True, rng=None):
+    """Continue `prompt_tokens` (one sequence of ids, or a batch) by up to `max_new_tokens` sampled tokens.
+
+    Returns the prompt followed by the new tokens (a list, or a list of lists for a batch), or with
+    `stream=True` a generator yielding each new token as it is sampled.
+    """
+    _check_sampling_args(temperature, top_k, top_p)
+    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    prompts, single = _as_prompts(prompt_tokens, getattr(model, "vocab_size", None))
+    rng = np.random.default_rng(seed) if seed is not None else (rng if rng is not None else get_rng())
+    stop = None if not stop_tokens else np.asarray(list(stop_tokens), dtype=np.int64)
+
+    def sample(logits):
+        return np.atleast_1d(sample_next_token(logits, temperature, top_k, top_p, rng))
+
+    def run(group):
+        was_training = model.training
+        model.eval()
+        try:
+            with no_grad():
+                yield from _decode_group(model, [prompts[i] for i in group], max_new_tokens, sample, stop, use_cache)
+        finally:
+            model.train(was_training)
+
+    if stream:
+        if len({len(p) for p in prompts}) > 1:
+            raise ValueError("streaming a batch needs prompts of equal length; got lengths "
+                             f"{sorted({len(p) for p in prompts})}")
+        steps = run(list(range(len(prompts))))
+        return (int(t[0]) for t in steps) if single else steps
+    out = [list(p.tolist()) for p in prompts]
+    groups = {}
+    for i, p in enumerate(prompts): groups.setdefault(len(p), []).append(i)
+    for group in groups.values():
+        for tokens in run(group):
+            for row, t in zip(group, tokens.tolist()):
+                if t >= 0: out[row].append(t)
+    return out[0] if single else out
+
+# %% [markdown]
+# Checks on a tiny GPT whose weights are spread out enough that its logits are far apart: the
+# cache changes nothing but the speed (greedy and sampled, within and past the context
+# window), a stop token ends the row and is kept, and streaming yields exactly the tokens
+# that `generate` returns.
+
+# %%
+from tinytorch.core.tensor import manual_seed
+from tinytorch.models.transformer import GPT
+
+def _tiny_gpt(max_seq_len=24):
+    manual_seed(0)
+    model = GPT(17, 16, 2, 2, max_seq_len=max_seq_len)
+    rng = np.random.default_rng(0)
+    for p in model.parameters():
+        if p.ndim >= 2: p.data[...] = rng.standard_normal(p.shape).astype(np.float32) * 0.2
+    return model
+
+def test_cache_changes_nothing_but_speed():
+    model = _tiny_gpt()
+    for kw in (dict(temperature=0), dict(temperature=1.0, top_p=0.9, seed=1)):
+        for n in (10, 30):                                   # 4 + 30 > 24: past the window too
+            assert generate(model, [1, 2, 3, 4], n, **kw) == generate(model, [1, 2, 3, 4], n, use_cache=False, **kw)
+
+def test_stop_tokens_and_stream():
+    model = _tiny_gpt()
+    out = generate(model, [5], 15, temperature=1.0, seed=3)
+    stop = out[4]
+    assert generate(model, [5], 15, temperature=1.0, seed=3, stop_tokens=[stop]) == out[:out.index(stop, 1) + 1]
+    assert list(generate(model, [5], 15, temperature=1.0, seed=3, stream=True)) == out[1:]
+
+# %%
+if __name__ == "__main__":
+    import time
+    _logits = np.array([2.0, 1.0, 0.5, 0.0, -1.0])
+    for _kw in (dict(), dict(temperature=0.5), dict(top_k=2), dict(top_p=0.8), dict(temperature=0)):
+        print(f"{str(_kw):22} {np.round(sampling_probs(_logits, **_kw), 3)}")
+    _model = _tiny_gpt(max_seq_len=256)
+    for _cache in (True, False):
+        _t0 = time.perf_counter()
+        generate(_model, [1], 200, temperature=0, use_cache=_cache)
+        print(f"200 tokens {'with' if _cache else 'without'} the KV cache: {time.perf_counter() - _t0:.2f} s")

@@ -1,0 +1,305 @@
+"""``tito train`` and ``tito generate``: the main job.
+
+The work is done by the package (``tinytorch.training``, ``tinytorch.generation``); this
+file turns flags into a configuration, prints what happens, and turns every foreseeable
+problem (bad data, bad checkpoint, bad prompt, a diverging loss, Ctrl-C) into a clear
+message and an exit code instead of a traceback. tinytorch is imported only when a
+command runs, so ``tito`` keeps working while a learner's package is half built.
+
+Exit codes: 0 done, 1 bad input or failed run, 130 interrupted by Ctrl-C (a checkpoint
+was saved; ``--resume`` continues it).
+"""
+from __future__ import annotations
+
+import codecs
+import inspect
+import os
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+INTERRUPTED = 130
+
+# Every TrainConfig field is a flag: (field, type, extra flag names (nanoGPT's), help).
+HYPERPARAMETERS = (
+    ("data", str, (), "Corpus: a text file, 'shakespeare' (Tiny Shakespeare, downloaded once and "
+                      "checksum-verified) or 'python-stdlib' (the default: Python's own standard library source)."),
+    ("tokenizer", str, (), "'char' (one token per character) or 'gpt2' (GPT-2's byte-level BPE)."),
+    ("val_fraction", float, (), "Fraction of the text, at its end, held out for validation."),
+    ("context_length", int, ("--block-size",), "Tokens of context the model sees."),
+    ("embed_dim", int, ("--n-embd",), "Model width."),
+    ("num_layers", int, ("--n-layer",), "Transformer blocks."),
+    ("num_heads", int, ("--n-head",), "Attention heads per block."),
+    ("mlp_ratio", int, (), "MLP hidden width as a multiple of the model width."),
+    ("dropout", float, (), "Dropout probability."),
+    ("bias", bool, (), "Biases in the Linear and LayerNorm layers."),
+    ("batch_size", int, (), "Sequences per micro-batch."),
+    ("grad_accum_steps", int, ("--gradient-accumulation-steps",), "Micro-batches per optimizer step."),
+    ("max_iters", int, (), "Optimizer steps to train for."),
+    ("learning_rate", float, ("--lr",), "Peak learning rate (after warmup)."),
+    ("min_lr", float, (), "Learning rate at the end of the cosine decay."),
+    ("warmup_iters", int, (), "Steps of linear warmup."),
+    ("lr_decay_iters", int, (), "Step where the cosine reaches min_lr (default: the preset's, or max_iters when --max-iters is given)."),
+    ("weight_decay", float, (), "AdamW weight decay, applied to weight matrices only."),
+    ("beta1", float, (), "AdamW beta1."),
+    ("beta2", float, (), "AdamW beta2."),
+    ("grad_clip", float, (), "Clip the global gradient norm to this value (0: no clipping)."),
+    ("eval_interval", int, (), "Evaluate, and write a checkpoint, every this many steps."),
+    ("eval_iters", int, (), "Batches per split in each evaluation."),
+    ("log_interval", int, (), "Steps between progress lines when no progress bar is shown."),
+    ("seed", int, (), "Random seed: initialisation, batches and dropout."),
+)
+
+
+class JobError(Exception):
+    """A problem the user can fix; its message is printed without a traceback."""
+
+
+def _console(stderr=False):
+    from rich.console import Console
+    return Console(stderr=stderr, highlight=False, markup=False, soft_wrap=True)
+
+
+def _say(text="", **kw):
+    print(text, flush=True, **kw)
+
+
+def _fail(message: str, code: int = 1):
+    _console(stderr=True).print(message, style="red")
+    raise typer.Exit(code)
+
+
+def _import(what: str):
+    """Import tinytorch's training or generation module, with a clear message if the package is incomplete."""
+    import importlib
+    try:
+        return importlib.import_module(f"tinytorch.{what}")
+    except Exception as e:         # any error importing a learner's package: report, do not crash
+        raise JobError(f"tito needs the tinytorch package through module {what} (tinytorch.{what}), but importing it "
+                       f"failed: {type(e).__name__}: {e}\nExport the modules first: tito export") from None
+
+
+def _errors(training):
+    """The exception types that mean bad input rather than a bug."""
+    from tinytorch.core.layers import CheckpointError, StateDictError
+    return (training.DataError, CheckpointError, StateDictError, training.TrainingDiverged, JobError, ValueError,
+            OSError)
+
+
+# --------------------------------------------------------------------------------- train ----
+def _flag_names(field, extra):
+    return (f"--{field.replace('_', '-')}", *extra)
+
+
+def _next_free(folder: Path) -> Path:
+    """``folder`` if it holds no checkpoint yet, else folder-2, folder-3, ..."""
+    if not (folder / "ckpt.npz").exists():
+        return folder
+    n = 2
+    while (folder.parent / f"{folder.name}-{n}" / "ckpt.npz").exists():
+        n += 1
+    return folder.parent / f"{folder.name}-{n}"
+
+
+def _build_config(training, preset, resume_ckpt, given):
+    if resume_ckpt is not None:
+        return training.resume_config(resume_ckpt["config"], **given)
+    base = training.PRESETS.get(preset)
+    if base is None:
+        raise JobError(f"unknown preset {preset!r}; presets: {', '.join(training.PRESETS)}")
+    merged = {**base, **given}
+    if "max_iters" in given and "lr_decay_iters" not in given:
+        merged["lr_decay_iters"] = merged["max_iters"]          # decay over the whole run, as nanoGPT advises
+    defaults = training.TrainConfig()
+    decay = merged.get("lr_decay_iters", defaults.lr_decay_iters)
+    if "warmup_iters" not in given and merged.get("warmup_iters", defaults.warmup_iters) >= decay:
+        merged["warmup_iters"] = decay // 10                     # a short run keeps a short warmup
+    return training.TrainConfig(**merged)
+
+
+def _train(preset: str, out: Optional[Path], resume: Optional[Path], overwrite: bool, sample_tokens: int,
+           progress: bool, **hyper):
+    training = _import("training")
+    given = {k: v for k, v in hyper.items() if v is not None}
+    ckpt = training.load_checkpoint(resume) if resume is not None else None
+    config = _build_config(training, preset, ckpt, given)
+    if ckpt is not None:
+        out_dir = Path(out) if out is not None else Path(ckpt["path"]).parent
+    elif out is not None:
+        out_dir = Path(out)
+        if (out_dir / "ckpt.npz").exists() and not overwrite:
+            raise JobError(f"{out_dir} already holds a checkpoint. Continue it with --resume {out_dir}, "
+                           f"start over with --overwrite, or choose another --out.")
+    else:
+        out_dir = _next_free(Path("runs") / preset)
+    what = "Continuing" if ckpt is not None else "Training"
+    kind = "a character-level GPT" if config.tokenizer == "char" else "a GPT on GPT-2 BPE tokens"
+    _say(f"{what} {kind} on {config.data} ({'preset ' + preset if ckpt is None else 'checkpoint'}), "
+         f"{config.max_iters} steps; output in {out_dir}")
+    t0 = time.perf_counter()
+    trainer, result = training.run(config, out_dir, resume=ckpt["path"] if ckpt else None, log=_say,
+                                   progress="auto" if progress else "none")
+    wall = time.perf_counter() - t0
+    if result.status == "interrupted":
+        _say(f"Stopped at step {result.step} of {config.max_iters}. Continue with: tito train --resume {out_dir}")
+        raise typer.Exit(INTERRUPTED)
+    _say(f"Done: step {result.step}, train loss {result.train_loss:.4f}, val loss {result.val_loss:.4f}; "
+         f"{result.ms_per_iter:.1f} ms/iter, {wall:.0f} s in all")
+    _say(f"checkpoint: {out_dir / 'ckpt.npz'}")
+    if (out_dir / "loss.png").exists():
+        _say(f"loss plot:  {out_dir / 'loss.png'}")
+    if sample_tokens > 0:
+        _say(f"A sample (temperature 0.8, top-k 200), generate more with: tito generate --checkpoint {out_dir}")
+        _say("-" * 60)
+        generation = _import("generation")
+        model, tokenizer, _ = training.model_from_checkpoint(out_dir / "ckpt.npz")
+        prompt = "def " if config.data == training.DEFAULT_CORPUS and config.tokenizer == "char" else ""
+        sys.stdout.write(prompt)
+        _stream(generation, model, tokenizer, tokenizer.encode(prompt) if prompt else _default_prompt(tokenizer),
+                sample_tokens, 0.8, 200, None, config.seed, ())
+        _say("-" * 60)
+
+
+def train_cmd(**kwargs):
+    """Train a character-level GPT (default: on Python's standard library source, about 3 minutes on 2 cores)."""
+    try:
+        _train(**kwargs)
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        _fail("\nInterrupted.", INTERRUPTED)
+    except Exception as e:
+        _handle(e)
+
+
+def _handle(e):
+    "Print a known error as a message (exit 1); re-raise anything else, which is a bug."
+    try:
+        from tinytorch import training
+        known = _errors(training)
+    except Exception:
+        known = (JobError, ValueError, OSError)
+    if isinstance(e, known):
+        _fail(str(e) if not isinstance(e, OSError) or not e.filename else f"{e.strerror}: {e.filename}")
+    raise e
+
+
+_train_params = [
+    inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, annotation=str, default=typer.Option(
+        "default", "--preset", help="Named configuration: default (about 3 minutes on 2 cores), shakespeare-char "
+                                    "(nanoGPT's CPU run), tiny (seconds).")),
+    inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path], default=typer.Option(
+        None, "--out", help="Output folder (default: runs/<preset>, or runs/<preset>-2, ... if that holds a run).")),
+    inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path], default=typer.Option(
+        None, "--resume", help="Continue this checkpoint (a ckpt.npz or its run folder) exactly where it stopped.")),
+    inspect.Parameter("overwrite", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
+        False, "--overwrite", help="Start a new run in an --out folder that already holds a checkpoint.")),
+    inspect.Parameter("sample_tokens", inspect.Parameter.KEYWORD_ONLY, annotation=int, default=typer.Option(
+        300, "--sample-tokens", help="Tokens of the sample printed at the end (0: none).")),
+    inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
+        True, "--progress/--no-progress", help="Show a progress bar (on a terminal) or progress lines.")),
+]
+for _field, _type, _extra, _help in HYPERPARAMETERS:
+    _names = (f"--{_field.replace('_', '-')}/--no-{_field.replace('_', '-')}",) if _type is bool else _flag_names(_field, _extra)
+    _train_params.append(inspect.Parameter(_field, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[_type],
+                                           default=typer.Option(None, *_names, help=_help, show_default=False)))
+train_cmd.__signature__ = inspect.Signature(_train_params)
+
+
+# ------------------------------------------------------------------------------ generate ----
+def _default_prompt(tokenizer):
+    """A newline for a character tokenizer that has one (nanoGPT's start), else the end-of-text token or id 0."""
+    if hasattr(tokenizer, "stoi"):
+        return [tokenizer.stoi["\n"]] if "\n" in tokenizer.stoi else [0]
+    special = getattr(tokenizer, "special_tokens", {}) or {}
+    return [special["<|endoftext|>"]] if "<|endoftext|>" in special else [0]
+
+
+def _piece_decoder(tokenizer):
+    """A function id -> text that never splits a UTF-8 character of a byte-level tokenizer in two."""
+    if hasattr(tokenizer, "decode_bytes"):
+        dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        return lambda i: dec.decode(tokenizer.decode_bytes([i]))
+    return lambda i: tokenizer.decode([i])
+
+
+def _stream(generation, model, tokenizer, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed, stop):
+    piece = _piece_decoder(tokenizer)
+    for i in generation.generate(model, prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature,
+                                 top_k=top_k, top_p=top_p, seed=seed, stop_tokens=stop, stream=True):
+        sys.stdout.write(piece(int(i)))
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def _generate(checkpoint: Optional[Path], prompt: str, max_new_tokens: int, temperature: float, top_k: Optional[int],
+              top_p: Optional[float], seed: Optional[int], num_samples: int, stop: List[str]):
+    training = _import("training")
+    generation = _import("generation")
+    if checkpoint is None:
+        found = sorted(Path("runs").glob("*/ckpt.npz"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise JobError("no checkpoint found under runs/: train one with 'tito train', or pass --checkpoint PATH")
+        checkpoint = found[-1]
+        _console(stderr=True).print(f"(checkpoint {checkpoint})")
+    model, tokenizer, config = training.model_from_checkpoint(training.load_checkpoint(checkpoint))
+    try:
+        prompt_ids = tokenizer.encode(prompt) if prompt else _default_prompt(tokenizer)
+    except (KeyError, ValueError) as e:
+        raise JobError(f"the prompt cannot be encoded with this checkpoint's tokenizer: {e}") from None
+    stop_ids = []
+    for s in stop:
+        try:
+            ids = tokenizer.encode(s)
+        except (KeyError, ValueError) as e:
+            raise JobError(f"--stop {s!r} cannot be encoded with this checkpoint's tokenizer: {e}") from None
+        if len(ids) != 1:
+            raise JobError(f"--stop {s!r} is {len(ids)} tokens; a stop token must be exactly one token")
+        stop_ids.append(ids[0])
+    if num_samples < 1:
+        raise JobError(f"--num-samples must be at least 1, got {num_samples}")
+    if max_new_tokens < 0:
+        raise JobError(f"--max-new-tokens must be >= 0, got {max_new_tokens}")
+    generation.sampling_probs([0.0], temperature, top_k, top_p)     # check the sampling options before printing
+    for n in range(num_samples):
+        if num_samples > 1:
+            _say(f"--- sample {n + 1} of {num_samples}")
+        sys.stdout.write(prompt)
+        _stream(generation, model, tokenizer, prompt_ids, max_new_tokens, temperature, top_k, top_p,
+                None if seed is None else seed + n, stop_ids)
+
+
+def generate_cmd(
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c",
+                                              help="A checkpoint written by tito train (ckpt.npz or its run "
+                                                   "folder) (default: the newest runs/*/ckpt.npz)."),
+    prompt: str = typer.Option("", "--prompt", "-p", help="Text to continue (default: a new line)."),
+    max_new_tokens: int = typer.Option(500, "--max-new-tokens", "-n", help="Tokens to generate."),
+    temperature: float = typer.Option(0.8, "--temperature", "-t", help="Sampling temperature; 0 is greedy."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample only from the k most likely tokens."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="Sample only from the most likely tokens "
+                                                                "holding this much probability (nucleus)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for a reproducible sample."),
+    num_samples: int = typer.Option(1, "--num-samples", help="Independent samples to print."),
+    stop: List[str] = typer.Option([], "--stop", help="Stop when this token is generated (repeatable)."),
+):
+    """Generate text from a trained checkpoint, streamed as it is produced."""
+    try:
+        _generate(checkpoint, prompt, max_new_tokens, temperature, top_k, top_p, seed, num_samples, stop)
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        sys.stdout.write("\n")
+        raise typer.Exit(INTERRUPTED)
+    except BrokenPipeError:                     # `tito generate | head`: the reader has seen enough
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        raise typer.Exit(0)
+    except Exception as e:
+        _handle(e)

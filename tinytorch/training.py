@@ -7,10 +7,12 @@ __all__ = ['DEFAULT_CORPUS', 'STDLIB_CORPUS_MODULES', 'TINY_SHAKESPEARE_URL', 'T
            'CHECKPOINT_FORMAT', 'RESUMABLE_FIELDS', 'DataError', 'python_stdlib_corpus', 'cache_dir',
            'tiny_shakespeare', 'load_text', 'token_dtype', 'prepare_data', 'load_data', 'get_batch',
            'tokenizer_to_dict', 'tokenizer_from_dict', 'make_tokenizer', 'TrainConfig', 'get_preset', 'build_model',
-           'language_model_loss', 'TrainingDiverged', 'TrainResult', 'Trainer', 'evaluate_loss', 'load_checkpoint',
-           'model_from_checkpoint', 'plot_losses', 'resume_config', 'run']
+           'language_model_loss', 'available_cores', 'DataParallel', 'make_train_step', 'TrainingDiverged',
+           'TrainResult', 'Trainer', 'evaluate_loss', 'load_checkpoint', 'model_from_checkpoint', 'plot_losses',
+           'resume_config', 'run']
 
 # %% ../modules/11_training/training.py #2
+import contextlib
 import dataclasses
 import hashlib
 import importlib.util
@@ -276,6 +278,7 @@ class TrainConfig:
     eval_iters: int = 20
     log_interval: int = 1
     seed: int = 1337
+    threads: int = 0                    # worker threads for data parallelism (0: one per core)
 
     def __post_init__(self):
         positive = ("context_length", "embed_dim", "num_layers", "num_heads", "mlp_ratio", "batch_size",
@@ -296,6 +299,7 @@ class TrainConfig:
         if self.tokenizer not in ("char", "gpt2"):
             raise ValueError(f"unknown tokenizer {self.tokenizer!r}: use 'char' or 'gpt2'")
         if self.grad_clip < 0: raise ValueError(f"grad_clip must be >= 0 (0 disables it), got {self.grad_clip}")
+        if self.threads < 0: raise ValueError(f"threads must be >= 0 (0: one per core), got {self.threads}")
 
     def replace(self, **changes):
         "A copy with some fields changed (validated again)."
@@ -357,6 +361,97 @@ def language_model_loss(model, x, y):
     return cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 # %% ../modules/11_training/training.py #19
+from concurrent.futures import ThreadPoolExecutor, wait
+from .core.autograd import grad
+from .core.tensor import local_rng
+
+
+def available_cores():
+    "The number of CPU cores this process may run on."
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+_BLAS = []
+
+def _one_blas_thread():
+    "A context in which BLAS uses one thread (a no-op context without threadpoolctl)."
+    if not _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _BLAS.append(ThreadpoolController())
+        except ImportError:
+            _BLAS.append(None)
+    if _BLAS[0] is None: return contextlib.nullcontext()
+    return _BLAS[0].limit(limits=1, user_api="blas")
+
+
+class DataParallel:
+    "Forward and backward of each batch split over `threads` worker threads, gradients summed in a fixed order."
+
+    def __init__(self, model, threads=None, loss_fn=None):
+        self.model = model
+        self.threads = available_cores() if threads in (None, 0) else int(threads)
+        if self.threads < 1: raise ValueError(f"threads must be >= 1, got {threads}")
+        self.loss_fn = loss_fn or language_model_loss
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tinytorch-dp") if self.threads > 1 else None
+
+    def forward_backward(self, x, y, scale=1.0):
+        "Mean loss over the batch; add its gradients, times `scale`, into the parameters' .grad."
+        ### BEGIN SOLUTION
+        x, y = np.asarray(x), np.asarray(y)
+        n = len(x)
+        k = min(self.threads, n)
+        if k == 1 or self._pool is None:
+            loss = self.loss_fn(self.model, x, y)
+            loss.backward(None if scale == 1.0 else np.asarray(scale, dtype=loss.dtype))
+            return float(loss.item())
+        bounds = [round(i * n / k) for i in range(k + 1)]
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        seeds = get_rng().integers(0, 2**63, size=k)
+
+        def work(i):
+            lo, hi = bounds[i], bounds[i + 1]
+            with local_rng(np.random.default_rng(int(seeds[i]))):
+                loss = self.loss_fn(self.model, x[lo:hi], y[lo:hi])
+                return float(loss.item()), grad(loss, params)
+
+        with _one_blas_thread():
+            futures = [self._pool.submit(work, i) for i in range(k)]
+            wait(futures)
+        results = [f.result() for f in futures]          # re-raises a worker's exception here, before any update
+        weights = [(bounds[i + 1] - bounds[i]) / n for i in range(k)]
+        for j, p in enumerate(params):
+            total = None
+            for (_, grads), w in zip(results, weights):
+                if grads[j] is None: continue
+                g = grads[j].data * p.data.dtype.type(w * scale)
+                total = g if total is None else np.add(total, g, out=total)
+            if total is None: continue
+            if p.grad is None: p.grad = _wrap(total)
+            else: p.grad.data += total
+        return sum(w * loss for (loss, _), w in zip(results, weights))
+        ### END SOLUTION
+
+    def close(self):
+        if self._pool is not None: self._pool.shutdown(wait=True)
+        self._pool = None
+
+
+def make_train_step(model, optimizer, clip=1.0, threads=1, loss_fn=None):
+    "A function step(x, y) -> loss: zero the gradients, forward and backward (over `threads`), clip, update."
+    runner = DataParallel(model, threads, loss_fn)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step(x, y):
+        optimizer.zero_grad()
+        loss = runner.forward_backward(x, y)
+        if clip: clip_grad_norm_(params, clip)
+        optimizer.step()
+        return loss
+    step.runner = runner
+    return step
+
+# %% ../modules/11_training/training.py #22
 CHECKPOINT_FORMAT = "tinytorch-train-v1"
 
 
@@ -430,6 +525,7 @@ class Trainer:
         self.optimizer = AdamW(weight_decay_groups(params, config.weight_decay), lr=config.learning_rate,
                                betas=(config.beta1, config.beta2))
         self.params = params
+        self.parallel = DataParallel(model, config.threads)
         self.schedule = CosineWarmupSchedule(config.learning_rate, config.min_lr, config.warmup_iters,
                                              config.lr_decay_iters)
         self.data_rng = np.random.default_rng([config.seed, 1])
@@ -447,9 +543,7 @@ class Trainer:
     def forward_backward(self, x, y, scale=1.0):
         "Loss of one batch; add its gradients, multiplied by `scale`, into the parameters' .grad."
         ### BEGIN SOLUTION
-        loss = language_model_loss(self.model, x, y)
-        loss.backward(None if scale == 1.0 else np.asarray(scale, dtype=loss.dtype))
-        return float(loss.item())
+        return self.parallel.forward_backward(x, y, scale)
         ### END SOLUTION
 
     def train_step(self):
@@ -595,7 +689,7 @@ class Trainer:
                            h["eval_val"][-1] if h["eval_step"] else float("nan"), self.step - start_step, seconds,
                            self.last_checkpoint[1] if self.last_checkpoint else None)
 
-# %% ../modules/11_training/training.py #23
+# %% ../modules/11_training/training.py #26
 def evaluate_loss(model, data, context_length, batch_size=64):
     "Mean next-token loss over every non-overlapping window of `data` (no sampling noise), under no_grad."
     n = (len(data) - 1) // context_length
@@ -612,7 +706,7 @@ def evaluate_loss(model, data, context_length, batch_size=64):
         model.train(was_training)
     return total / n
 
-# %% ../modules/11_training/training.py #24
+# %% ../modules/11_training/training.py #27
 RESUMABLE_FIELDS = ("data", "max_iters", "eval_interval", "eval_iters", "log_interval")
 
 

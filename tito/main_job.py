@@ -51,6 +51,7 @@ HYPERPARAMETERS = (
     ("eval_iters", int, (), "Batches per split in each evaluation."),
     ("log_interval", int, (), "Steps between progress lines when no progress bar is shown."),
     ("seed", int, (), "Random seed: initialisation, batches and dropout."),
+    ("threads", int, (), "Worker threads: each step's batch is split over them (0: one per core)."),
 )
 
 

@@ -255,14 +255,25 @@ def test_record_without_grad_keeps_nothing():
 #| export
 class _RNG:
     generator = np.random.default_rng()
+    this_thread = threading.local()      # a generator one thread uses instead (see local_rng)
 
 def manual_seed(seed):
     "Seed every random draw in tinytorch (initialisation, dropout, sampling)."
     _RNG.generator = np.random.default_rng(seed)
 
 def get_rng():
-    "The generator behind tinytorch's randomness."
-    return _RNG.generator
+    "The generator behind tinytorch's randomness (this thread's own, inside `local_rng`)."
+    return getattr(_RNG.this_thread, "generator", None) or _RNG.generator
+
+class local_rng:
+    "Within this context the current thread draws from `generator`: workers stay reproducible in any order."
+    def __init__(self, generator): self.generator = generator
+    def __enter__(self):
+        self.previous = getattr(_RNG.this_thread, "generator", None)
+        _RNG.this_thread.generator = self.generator
+        return self.generator
+    def __exit__(self, *exc):
+        _RNG.this_thread.generator = self.previous
 
 def _shape(shape):
     return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
@@ -316,6 +327,9 @@ def test_creation():
     manual_seed(0); b = randn(3, 4)
     assert np.array_equal(a.data, b.data) and a.dtype == np.float32
     assert 0.0 <= rand(100).data.min() and rand(100).data.max() < 1.0
+    with local_rng(np.random.default_rng(0)):
+        c = randn(3, 4)
+    assert np.array_equal(c.data, a.data) and not np.array_equal(randn(3, 4).data, a.data)
 
 # %% [markdown]
 # ## Elementwise arithmetic and broadcasting

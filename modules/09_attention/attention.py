@@ -82,7 +82,8 @@ def _future_mask(tq, tk, offset):
     key = (tq, tk, offset)
     m = _FUTURE_MASKS.get(key)
     if m is None:
-        if len(_FUTURE_MASKS) >= 256: _FUTURE_MASKS.clear()
+        if len(_FUTURE_MASKS) >= 64 or sum(a.nbytes for a in _FUTURE_MASKS.values()) > 32 << 20:
+            _FUTURE_MASKS.clear()                 # bounded: decoding creates a new (1, n) mask per token
         m = _FUTURE_MASKS[key] = np.triu(np.ones((tq, tk), dtype=bool), k=offset + 1)
         m.flags.writeable = False
     return m

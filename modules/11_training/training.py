@@ -36,6 +36,7 @@
 
 # %%
 #| export
+import contextlib
 import dataclasses
 import hashlib
 import importlib.util
@@ -436,6 +437,7 @@ class TrainConfig:
     eval_iters: int = 20
     log_interval: int = 1
     seed: int = 1337
+    threads: int = 0                    # worker threads for data parallelism (0: one per core)
 
     def __post_init__(self):
         positive = ("context_length", "embed_dim", "num_layers", "num_heads", "mlp_ratio", "batch_size",
@@ -456,6 +458,7 @@ class TrainConfig:
         if self.tokenizer not in ("char", "gpt2"):
             raise ValueError(f"unknown tokenizer {self.tokenizer!r}: use 'char' or 'gpt2'")
         if self.grad_clip < 0: raise ValueError(f"grad_clip must be >= 0 (0 disables it), got {self.grad_clip}")
+        if self.threads < 0: raise ValueError(f"threads must be >= 0 (0: one per core), got {self.threads}")
 
     def replace(self, **changes):
         "A copy with some fields changed (validated again)."
@@ -538,7 +541,182 @@ def language_model_loss(model, x, y):
     return cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 # %% [markdown]
-# ## 7. The training loop
+# ## 7. Using every core: data parallelism over threads
+#
+# NumPy runs each elementwise op (GELU, LayerNorm, the optimizer's updates) on one core;
+# PyTorch spreads the same work over all of them. The remedy needs no change to the engine:
+# split the batch into micro-batches, run forward and backward of each on its own thread,
+# and add the gradients. NumPy releases Python's global interpreter lock inside matrix
+# products *and* inside large elementwise ops, so the threads really run at the same time.
+#
+# Why the result is the same as one big batch: the loss is a mean over the $N$ rows, so with
+# micro-batch $i$ holding $n_i$ rows and mean loss $L_i$,
+#
+# $$L = \sum_i \frac{n_i}{N} L_i, \qquad \nabla L = \sum_i \frac{n_i}{N} \nabla L_i .$$
+#
+# What makes it safe and deterministic:
+#
+# - each worker builds its own graph and gets its gradients from `autograd.grad`, which
+#   returns them instead of adding into the shared `.grad` (no race);
+# - grad mode is per thread (module 01), so one thread's `no_grad` never affects another;
+# - the gradients are summed in micro-batch order after *all* workers finished, so the
+#   result never depends on which thread was faster, and a worker's exception reaches the
+#   caller before any gradient is touched;
+# - each worker draws randomness (dropout) from its own generator, seeded from tinytorch's
+#   generator before the work starts, so runs are reproducible;
+# - BLAS is limited to one thread per worker while they run: two workers that each start
+#   two BLAS threads on a two-core machine would fight over the cores (and OpenBLAS's
+#   waiting threads spin, PERF_NOTES item 6). `threadpoolctl`, when installed, does this.
+#
+# The optimizer still runs once, on the summed gradients, in the calling thread.
+
+# %%
+#| export
+from concurrent.futures import ThreadPoolExecutor, wait
+from tinytorch.core.autograd import grad
+from tinytorch.core.tensor import local_rng
+
+
+def available_cores():
+    "The number of CPU cores this process may run on."
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+_BLAS = []
+
+def _one_blas_thread():
+    "A context in which BLAS uses one thread (a no-op context without threadpoolctl)."
+    if not _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _BLAS.append(ThreadpoolController())
+        except ImportError:
+            _BLAS.append(None)
+    if _BLAS[0] is None: return contextlib.nullcontext()
+    return _BLAS[0].limit(limits=1, user_api="blas")
+
+
+class DataParallel:
+    "Forward and backward of each batch split over `threads` worker threads, gradients summed in a fixed order."
+
+    def __init__(self, model, threads=None, loss_fn=None):
+        self.model = model
+        self.threads = available_cores() if threads in (None, 0) else int(threads)
+        if self.threads < 1: raise ValueError(f"threads must be >= 1, got {threads}")
+        self.loss_fn = loss_fn or language_model_loss
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tinytorch-dp") if self.threads > 1 else None
+
+    def forward_backward(self, x, y, scale=1.0):
+        "Mean loss over the batch; add its gradients, times `scale`, into the parameters' .grad."
+        ### BEGIN SOLUTION
+        x, y = np.asarray(x), np.asarray(y)
+        n = len(x)
+        k = min(self.threads, n)
+        if k == 1 or self._pool is None:
+            loss = self.loss_fn(self.model, x, y)
+            loss.backward(None if scale == 1.0 else np.asarray(scale, dtype=loss.dtype))
+            return float(loss.item())
+        bounds = [round(i * n / k) for i in range(k + 1)]
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        seeds = get_rng().integers(0, 2**63, size=k)
+
+        def work(i):
+            lo, hi = bounds[i], bounds[i + 1]
+            with local_rng(np.random.default_rng(int(seeds[i]))):
+                loss = self.loss_fn(self.model, x[lo:hi], y[lo:hi])
+                return float(loss.item()), grad(loss, params)
+
+        with _one_blas_thread():
+            futures = [self._pool.submit(work, i) for i in range(k)]
+            wait(futures)
+        results = [f.result() for f in futures]          # re-raises a worker's exception here, before any update
+        weights = [(bounds[i + 1] - bounds[i]) / n for i in range(k)]
+        for j, p in enumerate(params):
+            total = None
+            for (_, grads), w in zip(results, weights):
+                if grads[j] is None: continue
+                g = grads[j].data * p.data.dtype.type(w * scale)
+                total = g if total is None else np.add(total, g, out=total)
+            if total is None: continue
+            if p.grad is None: p.grad = _wrap(total)
+            else: p.grad.data += total
+        return sum(w * loss for (loss, _), w in zip(results, weights))
+        ### END SOLUTION
+
+    def close(self):
+        if self._pool is not None: self._pool.shutdown(wait=True)
+        self._pool = None
+
+
+def make_train_step(model, optimizer, clip=1.0, threads=1, loss_fn=None):
+    "A function step(x, y) -> loss: zero the gradients, forward and backward (over `threads`), clip, update."
+    runner = DataParallel(model, threads, loss_fn)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step(x, y):
+        optimizer.zero_grad()
+        loss = runner.forward_backward(x, y)
+        if clip: clip_grad_norm_(params, clip)
+        optimizer.step()
+        return loss
+    step.runner = runner
+    return step
+
+# %%
+def _parallel_fixture(dtype=np.float64, dropout=0.0, seed=0):
+    manual_seed(seed)
+    model = GPT(vocab_size=11, embed_dim=16, num_layers=2, num_heads=2, max_seq_len=8, dropout_prob=dropout)
+    if dtype == np.float64: model.double()
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 11, size=(5, 8))
+    return model, x, np.roll(x, -1, axis=1)
+
+def _grads_of(model, runner, x, y):
+    model.zero_grad()
+    loss = runner.forward_backward(x, y)
+    return loss, [p.grad.data.copy() for p in model.parameters()]
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
+def test_data_parallel_equals_one_thread(dtype, tol):
+    model, x, y = _parallel_fixture(dtype)
+    loss1, g1 = _grads_of(model, DataParallel(model, threads=1), x, y)
+    loss3, g3 = _grads_of(model, DataParallel(model, threads=3), x, y)     # uneven split: 2, 1, 2 rows
+    assert abs(loss1 - loss3) <= tol * abs(loss1)
+    for a, b in zip(g1, g3):
+        assert a.dtype == b.dtype == dtype
+        assert np.max(np.abs(a - b)) <= tol * max(np.max(np.abs(a)), 1e-30)
+
+def test_data_parallel_is_deterministic():
+    model, x, y = _parallel_fixture(np.float32, dropout=0.1)
+    model.train()
+    runs = []
+    for _ in range(5):
+        manual_seed(7)
+        runs.append(_grads_of(model, DataParallel(model, threads=2), x, y))
+    for loss, grads in runs[1:]:
+        assert loss == runs[0][0] and all(np.array_equal(a, b) for a, b in zip(grads, runs[0][1]))
+
+def test_worker_exception_leaves_gradients_untouched():
+    model, x, y = _parallel_fixture()
+    model.zero_grad()
+
+    def failing_loss(m, xb, yb):
+        if len(xb) < len(x) and np.array_equal(xb[-1], x[-1]): raise RuntimeError("worker failed")   # the 2nd worker
+        return language_model_loss(m, xb, yb)
+    with pytest.raises(RuntimeError, match="worker failed"):
+        DataParallel(model, threads=2, loss_fn=failing_loss).forward_backward(x, y)
+    assert all(p.grad is None for p in model.parameters())
+
+def test_grad_mode_is_per_thread():
+    seen = {}
+    def other():
+        seen["enabled"] = (Tensor([1.0], requires_grad=True) * 2).requires_grad
+    with no_grad():
+        t = threading.Thread(target=other); t.start(); t.join()
+    assert seen["enabled"]
+
+# %% [markdown]
+# ## 8. The training loop
 #
 # One optimizer step, as in nanoGPT:
 #
@@ -646,6 +824,7 @@ class Trainer:
         self.optimizer = AdamW(weight_decay_groups(params, config.weight_decay), lr=config.learning_rate,
                                betas=(config.beta1, config.beta2))
         self.params = params
+        self.parallel = DataParallel(model, config.threads)
         self.schedule = CosineWarmupSchedule(config.learning_rate, config.min_lr, config.warmup_iters,
                                              config.lr_decay_iters)
         self.data_rng = np.random.default_rng([config.seed, 1])
@@ -663,9 +842,7 @@ class Trainer:
     def forward_backward(self, x, y, scale=1.0):
         "Loss of one batch; add its gradients, multiplied by `scale`, into the parameters' .grad."
         ### BEGIN SOLUTION
-        loss = language_model_loss(self.model, x, y)
-        loss.backward(None if scale == 1.0 else np.asarray(scale, dtype=loss.dtype))
-        return float(loss.item())
+        return self.parallel.forward_backward(x, y, scale)
         ### END SOLUTION
 
     def train_step(self):
@@ -853,7 +1030,7 @@ def test_diverging_loss_stops_training(tmp_path):
         trainer.fit()
 
 # %% [markdown]
-# ## 8. Checkpoint files, the loss curve, and a whole run
+# ## 9. Checkpoint files, the loss curve, and a whole run
 #
 # `load_checkpoint` reads a checkpoint file (or the `ckpt.npz` in a run folder) and checks
 # that it is one; `model_from_checkpoint` rebuilds the trained model and its tokenizer from

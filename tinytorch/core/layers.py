@@ -371,6 +371,8 @@ def save(obj, path):
     meta = json.dumps({"format": _FORMAT, "tree": _flatten(obj, arrays)})
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0); os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)                 # mkstemp makes it private; a checkpoint is an ordinary file
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, __meta__=np.frombuffer(meta.encode(), dtype=np.uint8),

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .export import ExportError, export, read_notebook, check_notebook, restore_package, snapshot_package
+from .export import ExportError, _atomic_write, export, read_notebook, check_notebook, restore_package, snapshot_package
 from .project import Module, Project
 from .testing import NO_TESTS, project_env, run_pytest
 
@@ -45,17 +45,7 @@ def _now() -> str:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tito-tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    _atomic_write(path, text.encode("utf-8"))
 
 
 class Progress:

@@ -109,7 +109,6 @@ def rss(key):
         if line.startswith(key): return int(line.split()[1]) * 1024
 cfg = CONFIGS[{name!r}]
 train, _ = (tinytorch_setup(cfg, {threads}) if {framework!r} == 'tinytorch' else torch_setup(cfg))
-train(); train()
 open('/proc/self/clear_refs', 'w').write('5')
 before = rss('VmRSS:')
 for _ in range(3): train()
@@ -118,7 +117,8 @@ print(json.dumps({{'peak_growth': rss('VmHWM:') - before, 'resident': before}}))
 
 
 def peak_memory(name, framework, threads=1):
-    "Peak RSS growth of three training steps, in a fresh process (None where /proc is unavailable)."
+    """Peak RSS growth over the built model during its first three training steps (activations, gradients,
+    optimizer state), in a fresh process; None where /proc is unavailable."""
     if not os.path.exists("/proc/self/clear_refs"): return None
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = MEMORY_CHILD.format(root=root, name=name, framework=framework, threads=threads)
@@ -134,21 +134,25 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="tinytorch data-parallel threads")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--memory-only", action="store_true")
     args = parser.parse_args(argv)
     info = environment()
     print_environment(info)
     results = {}
     for name in args.configs:
         cfg = CONFIGS[name]
-        times = measure(cfg, args.steps, args.rounds, args.threads)
-        ref = times.get("pytorch")
-        rows = []
-        for run, t in times.items():
-            rows.append([run, t["train"] * 1e3, None if ref is None else t["train"] / ref["train"],
-                         t["forward"] * 1e3, None if ref is None else t["forward"] / ref["forward"]])
-        print_table(["run", "train step ms", "ratio", "forward ms", "ratio"], rows,
-                    title=f"Config {name}: {cfg}")
-        results[name] = {"config": cfg, "times_s": times}
+        results[name] = {"config": cfg}
+        ref = torch_or_none()
+        if not args.memory_only:
+            times = measure(cfg, args.steps, args.rounds, args.threads)
+            ref = times.get("pytorch")
+            rows = []
+            for run, t in times.items():
+                rows.append([run, t["train"] * 1e3, None if ref is None else t["train"] / ref["train"],
+                             t["forward"] * 1e3, None if ref is None else t["forward"] / ref["forward"]])
+            print_table(["run", "train step ms", "ratio", "forward ms", "ratio"], rows,
+                        title=f"Config {name}: {cfg}")
+            results[name]["times_s"] = times
         if not args.no_memory:
             mem = {"tinytorch": peak_memory(name, "tinytorch", max(args.threads))}
             if ref is not None: mem["pytorch"] = peak_memory(name, "pytorch")

@@ -309,18 +309,26 @@ def test_module_errors():
 
 # %%
 #| export
-def linear(x, weight, bias=None):
-    "y = x @ weight.T + bias over any leading dimensions, as one fused op."
+def affine_rows(x, weight, bias=None, who="linear"):
+    "Check x against weight; return x as rows X of shape (N, in) and X @ weight.T + bias (one GEMM)."
     ### BEGIN SOLUTION
     in_features = weight.shape[1]
     if x.shape[-1:] != (in_features,):
-        raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape {weight.shape}; "
+        raise ValueError(f"{who}: input of shape {x.shape} does not match weight of shape {weight.shape}; "
                          f"expected last dimension {in_features}")
     if x.dtype.kind != "f":
-        raise TypeError(f"linear: expected a floating-point input, got dtype {x.dtype} (token ids need an Embedding first)")
+        raise TypeError(f"{who}: expected a floating-point input, got dtype {x.dtype} (token ids need an Embedding first)")
     x2 = x.data.reshape(-1, in_features)
     out = x2 @ weight.data.T
     if bias is not None: out += bias.data
+    return x2, out
+    ### END SOLUTION
+
+
+def linear(x, weight, bias=None):
+    "y = x @ weight.T + bias over any leading dimensions, as one fused op."
+    ### BEGIN SOLUTION
+    x2, out = affine_rows(x, weight, bias)
     out = out.reshape(x.shape[:-1] + (weight.shape[0],))
     inputs = (x, weight) if bias is None else (x, weight, bias)
     return record("linear", out, inputs, (x2, weight.data, x.shape))

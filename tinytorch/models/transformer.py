@@ -17,7 +17,7 @@ from dataclasses import dataclass, asdict, fields
 import numpy as np
 from ..core.tensor import Tensor, record, get_rng, _wrap, cat, DEFAULT_DTYPE
 from ..core.autograd import derivative, no_grad, is_grad_enabled
-from ..core.layers import Module, Parameter, Linear, Dropout, ModuleList, StateDictError, linear
+from ..core.layers import Module, Parameter, Linear, Dropout, ModuleList, StateDictError, linear, affine_rows
 from ..core.losses import cross_entropy
 from ..text.embeddings import Embedding, PositionalEmbedding, RotaryEmbedding, TokenIdRangeError
 from ..core.attention import MultiHeadAttention, KVCache, fused_qkv_attention
@@ -162,13 +162,7 @@ _GELU_C = 0.044715
 def linear_gelu(x, weight, bias=None):
     "gelu_tanh(x @ weight.T + bias) over any leading dims, as one fused op (the first half of GPT-2's MLP)."
     ### BEGIN SOLUTION
-    in_features = weight.shape[1]
-    if x.shape[-1:] != (in_features,):
-        raise ValueError(f"linear_gelu: input of shape {x.shape} does not match weight of shape {weight.shape}; "
-                         f"expected last dimension {in_features}")
-    x2 = x.data.reshape(-1, in_features)
-    h = x2 @ weight.data.T
-    if bias is not None: h += bias.data
+    x2, h = affine_rows(x, weight, bias, "linear_gelu")
     t = h * h
     t *= _GELU_K * _GELU_C
     t += _GELU_K

@@ -119,12 +119,12 @@ def test_ctrl_c_mid_step_saves_a_consistent_checkpoint(tmp_path, corpus, where):
         part.forward_backward = forward_backward
         expected_step = 5
     else:                              # SIGINT while AdamW writes the weights: the update completes first
-        original = part.optimizer.step
+        original = part.parallel.optimizer_step
 
-        def step():
+        def optimizer_step(optimizer):
             if part.step == 5: os.kill(os.getpid(), signal.SIGINT)
-            return original()
-        part.optimizer.step = step
+            return original(optimizer)
+        part.parallel.optimizer_step = optimizer_step
         expected_step = 6
     res = part.fit()
     assert res.status == "interrupted" and res.step == expected_step

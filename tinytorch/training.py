@@ -385,6 +385,18 @@ def _one_blas_thread():
     return _BLAS[0].limit(limits=1, user_api="blas")
 
 
+def _split_by_size(items, k):
+    "Split (parameter, array, gradient) triples into at most k runs of about equal total size, in order."
+    total, parts, part, done = sum(w.size for _, w, _ in items), [], [], 0
+    for item in items:
+        part.append(item)
+        done += item[1].size
+        if done >= total * (len(parts) + 1) / k and len(parts) < k - 1:
+            parts.append(part)
+            part = []
+    return [q for q in parts + [part] if q]
+
+
 class DataParallel:
     "Forward and backward of each batch split over `threads` worker threads, gradients summed in a fixed order."
 
@@ -413,24 +425,41 @@ class DataParallel:
             lo, hi = bounds[i], bounds[i + 1]
             with local_rng(np.random.default_rng(int(seeds[i]))):
                 loss = self.loss_fn(self.model, x[lo:hi], y[lo:hi])
-                return float(loss.item()), grad(loss, params)
+                weight = (hi - lo) / n                   # this micro-batch's share of the mean loss
+                seed = np.asarray(weight * scale, dtype=loss.dtype)    # so its gradients arrive already weighted
+                return weight * float(loss.item()), grad(loss, params, gradient=seed)
 
         with _one_blas_thread():
             futures = [self._pool.submit(work, i) for i in range(k)]
             wait(futures)
         results = [f.result() for f in futures]          # re-raises a worker's exception here, before any update
-        weights = [(bounds[i + 1] - bounds[i]) / n for i in range(k)]
         for j, p in enumerate(params):
-            total = None
-            for (_, grads), w in zip(results, weights):
-                if grads[j] is None: continue
-                g = grads[j].data * p.data.dtype.type(w * scale)
-                total = g if total is None else np.add(total, g, out=total)
-            if total is None: continue
+            parts = [grads[j].data for _, grads in results if grads[j] is not None]
+            if not parts: continue
+            total = np.add(parts[0], parts[1]) if len(parts) > 1 else parts[0].copy()   # a new array, never a worker's
+            for part in parts[2:]: total += part
             if p.grad is None: p.grad = _wrap(total)
             else: p.grad.data += total
-        return sum(w * loss for (loss, _), w in zip(results, weights))
+        return sum(loss for loss, _ in results)
         ### END SOLUTION
+
+    def optimizer_step(self, optimizer):
+        "optimizer.step(), with each group's parameters split by size over the worker threads."
+        if self._pool is None: return optimizer.step()
+        jobs = [self._pool.submit(optimizer._update_group, group, part)
+                for group in optimizer.param_groups
+                for part in _split_by_size(list(optimizer._params_with_grad(group)), self.threads)]
+        wait(jobs)
+        for job in jobs: job.result()
+
+    def mean_loss(self, batches):
+        "Mean loss over a list of (x, y) batches under no_grad, the batches spread over the worker threads."
+        def one(batch):
+            with no_grad():                              # grad mode is per thread: set it in the worker
+                return float(self.loss_fn(self.model, *batch).item())
+        if self._pool is None: return float(np.mean([one(b) for b in batches]))
+        with _one_blas_thread():
+            return float(np.mean(list(self._pool.map(one, batches))))
 
     def close(self):
         if self._pool is not None: self._pool.shutdown(wait=True)
@@ -446,7 +475,7 @@ def make_train_step(model, optimizer, clip=1.0, threads=1, loss_fn=None):
         optimizer.zero_grad()
         loss = runner.forward_backward(x, y)
         if clip: clip_grad_norm_(params, clip)
-        optimizer.step()
+        runner.optimizer_step(optimizer)
         return loss
     step.runner = runner
     return step
@@ -572,7 +601,7 @@ class Trainer:
         "Update the weights, count the step and log its loss, with Ctrl-C deferred until all three are done."
         self._updating = True
         try:
-            self.optimizer.step()
+            self.parallel.optimizer_step(self.optimizer)
             h = self.history
             h["step"].append(self.step); h["loss"].append(loss); h["lr"].append(lr)
             self.step += 1
@@ -593,12 +622,10 @@ class Trainer:
         self.model.eval()
         out = {}
         try:
-            with no_grad():
-                for i, (split, data) in enumerate((("train", self.train_data), ("val", self.val_data))):
-                    rng = np.random.default_rng([cfg.seed, 2, i])
-                    losses = [language_model_loss(self.model, *get_batch(data, cfg.batch_size, cfg.context_length, rng)).item()
-                              for _ in range(cfg.eval_iters)]
-                    out[split] = float(np.mean(losses))
+            for i, (split, data) in enumerate((("train", self.train_data), ("val", self.val_data))):
+                rng = np.random.default_rng([cfg.seed, 2, i])
+                batches = [get_batch(data, cfg.batch_size, cfg.context_length, rng) for _ in range(cfg.eval_iters)]
+                out[split] = self.parallel.mean_loss(batches)
         finally:
             self.model.train(was_training)
         return out

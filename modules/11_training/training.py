@@ -278,6 +278,7 @@ def get_batch(data, batch_size, context_length, rng=None):
 
 # %%
 import pytest
+from tinytorch.core.optimizers import SGD
 
 def test_get_batch_windows_and_targets():
     data = np.arange(100, dtype=np.uint16)
@@ -568,7 +569,14 @@ def language_model_loss(model, x, y):
 #   two BLAS threads on a two-core machine would fight over the cores (and OpenBLAS's
 #   waiting threads spin, PERF_NOTES item 6). `threadpoolctl`, when installed, does this.
 #
-# The optimizer still runs once, on the summed gradients, in the calling thread.
+# The optimizer still runs once per step, on the summed gradients. Each worker's gradients
+# arrive already multiplied by its share of the batch (the backward pass starts from
+# `share * scale` instead of 1), so summing them is one addition per parameter. Since every
+# parameter's update is independent, `optimizer_step` splits the parameters into halves of
+# about equal size and updates them on the two threads at once, and `mean_loss` evaluates a
+# list of batches the same way (AdamW and evaluation are elementwise and BLAS work that
+# releases the GIL). Each parameter and each batch gives the same numbers on any thread, so
+# neither changes a result.
 
 # %%
 #| export
@@ -594,6 +602,18 @@ def _one_blas_thread():
             _BLAS.append(None)
     if _BLAS[0] is None: return contextlib.nullcontext()
     return _BLAS[0].limit(limits=1, user_api="blas")
+
+
+def _split_by_size(items, k):
+    "Split (parameter, array, gradient) triples into at most k runs of about equal total size, in order."
+    total, parts, part, done = sum(w.size for _, w, _ in items), [], [], 0
+    for item in items:
+        part.append(item)
+        done += item[1].size
+        if done >= total * (len(parts) + 1) / k and len(parts) < k - 1:
+            parts.append(part)
+            part = []
+    return [q for q in parts + [part] if q]
 
 
 class DataParallel:
@@ -624,24 +644,41 @@ class DataParallel:
             lo, hi = bounds[i], bounds[i + 1]
             with local_rng(np.random.default_rng(int(seeds[i]))):
                 loss = self.loss_fn(self.model, x[lo:hi], y[lo:hi])
-                return float(loss.item()), grad(loss, params)
+                weight = (hi - lo) / n                   # this micro-batch's share of the mean loss
+                seed = np.asarray(weight * scale, dtype=loss.dtype)    # so its gradients arrive already weighted
+                return weight * float(loss.item()), grad(loss, params, gradient=seed)
 
         with _one_blas_thread():
             futures = [self._pool.submit(work, i) for i in range(k)]
             wait(futures)
         results = [f.result() for f in futures]          # re-raises a worker's exception here, before any update
-        weights = [(bounds[i + 1] - bounds[i]) / n for i in range(k)]
         for j, p in enumerate(params):
-            total = None
-            for (_, grads), w in zip(results, weights):
-                if grads[j] is None: continue
-                g = grads[j].data * p.data.dtype.type(w * scale)
-                total = g if total is None else np.add(total, g, out=total)
-            if total is None: continue
+            parts = [grads[j].data for _, grads in results if grads[j] is not None]
+            if not parts: continue
+            total = np.add(parts[0], parts[1]) if len(parts) > 1 else parts[0].copy()   # a new array, never a worker's
+            for part in parts[2:]: total += part
             if p.grad is None: p.grad = _wrap(total)
             else: p.grad.data += total
-        return sum(w * loss for (loss, _), w in zip(results, weights))
+        return sum(loss for loss, _ in results)
         ### END SOLUTION
+
+    def optimizer_step(self, optimizer):
+        "optimizer.step(), with each group's parameters split by size over the worker threads."
+        if self._pool is None: return optimizer.step()
+        jobs = [self._pool.submit(optimizer._update_group, group, part)
+                for group in optimizer.param_groups
+                for part in _split_by_size(list(optimizer._params_with_grad(group)), self.threads)]
+        wait(jobs)
+        for job in jobs: job.result()
+
+    def mean_loss(self, batches):
+        "Mean loss over a list of (x, y) batches under no_grad, the batches spread over the worker threads."
+        def one(batch):
+            with no_grad():                              # grad mode is per thread: set it in the worker
+                return float(self.loss_fn(self.model, *batch).item())
+        if self._pool is None: return float(np.mean([one(b) for b in batches]))
+        with _one_blas_thread():
+            return float(np.mean(list(self._pool.map(one, batches))))
 
     def close(self):
         if self._pool is not None: self._pool.shutdown(wait=True)
@@ -657,7 +694,7 @@ def make_train_step(model, optimizer, clip=1.0, threads=1, loss_fn=None):
         optimizer.zero_grad()
         loss = runner.forward_backward(x, y)
         if clip: clip_grad_norm_(params, clip)
-        optimizer.step()
+        runner.optimizer_step(optimizer)
         return loss
     step.runner = runner
     return step
@@ -706,6 +743,35 @@ def test_worker_exception_leaves_gradients_untouched():
     with pytest.raises(RuntimeError, match="worker failed"):
         DataParallel(model, threads=2, loss_fn=failing_loss).forward_backward(x, y)
     assert all(p.grad is None for p in model.parameters())
+
+def test_split_by_size_balances_in_order():
+    items = [(None, np.empty(n), None) for n in (5, 1, 1, 1, 2, 8, 2)]
+    parts = _split_by_size(items, 2)
+    assert [len(p) for p in parts] == [5, 2] and [i for p in parts for i in p] == items   # 10 and 10 elements
+    assert _split_by_size(items[:1], 3) == [items[:1]] and _split_by_size([], 2) == []
+
+@pytest.mark.parametrize("make", [lambda ps: AdamW(weight_decay_groups(ps, 0.1), lr=1e-2, betas=(0.9, 0.99)),
+                                  lambda ps: SGD(ps, lr=1e-2, momentum=0.9, weight_decay=0.01)])
+def test_threaded_optimizer_step_equals_optimizer_step(make):
+    runs = []
+    for threads in (1, 2):
+        model, x, y = _parallel_fixture(np.float32, seed=3)
+        optimizer, one, runner = make(list(model.parameters())), DataParallel(model, 1), DataParallel(model, threads)
+        for _ in range(3):
+            model.zero_grad()
+            one.forward_backward(x, y)                                     # the same gradients in both runs
+            runner.optimizer_step(optimizer)
+        runs.append([p.data.copy() for p in model.parameters()])
+    assert all(np.array_equal(a, b) for a, b in zip(*runs))              # the same bits: each update is per parameter
+
+def test_mean_loss_over_threads_equals_one_thread_and_needs_no_graph():
+    model, x, y = _parallel_fixture(np.float64)
+    batches = [(x[i:i + 2], y[i:i + 2]) for i in range(4)]
+    serial = np.mean([language_model_loss(model, xb, yb).item() for xb, yb in batches])
+    for threads in (1, 2, 3):
+        assert DataParallel(model, threads).mean_loss(batches) == serial
+    with pytest.raises(ValueError, match="targets"):
+        DataParallel(model, 2).mean_loss([(x, y[:, :3])])                   # a worker's error reaches the caller
 
 def test_grad_mode_is_per_thread():
     seen = {}
@@ -871,7 +937,7 @@ class Trainer:
         "Update the weights, count the step and log its loss, with Ctrl-C deferred until all three are done."
         self._updating = True
         try:
-            self.optimizer.step()
+            self.parallel.optimizer_step(self.optimizer)
             h = self.history
             h["step"].append(self.step); h["loss"].append(loss); h["lr"].append(lr)
             self.step += 1
@@ -892,12 +958,10 @@ class Trainer:
         self.model.eval()
         out = {}
         try:
-            with no_grad():
-                for i, (split, data) in enumerate((("train", self.train_data), ("val", self.val_data))):
-                    rng = np.random.default_rng([cfg.seed, 2, i])
-                    losses = [language_model_loss(self.model, *get_batch(data, cfg.batch_size, cfg.context_length, rng)).item()
-                              for _ in range(cfg.eval_iters)]
-                    out[split] = float(np.mean(losses))
+            for i, (split, data) in enumerate((("train", self.train_data), ("val", self.val_data))):
+                rng = np.random.default_rng([cfg.seed, 2, i])
+                batches = [get_batch(data, cfg.batch_size, cfg.context_length, rng) for _ in range(cfg.eval_iters)]
+                out[split] = self.parallel.mean_loss(batches)
         finally:
             self.model.train(was_training)
         return out

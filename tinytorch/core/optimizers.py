@@ -7,6 +7,7 @@ __all__ = ['Optimizer', 'SGD', 'Adam', 'AdamW', 'clip_grad_norm_', 'CosineWarmup
 
 # %% ../../modules/06_optimizers/optimizers.py #2
 import math
+import threading
 import numpy as np
 from .tensor import Tensor, _wrap
 
@@ -75,11 +76,12 @@ class Optimizer:
             yield p, p.data, g
 
     def _tmp(self, like, k=0):
-        "Scratch array number k with the shape and dtype of `like`: a view into a buffer reused every step."
-        buf = self._scratch.get((like.dtype, k))
+        "Scratch array number k with the shape and dtype of `like`: a view into a buffer reused every step (one per thread)."
+        key = (threading.get_ident(), like.dtype, k)
+        buf = self._scratch.get(key)
         if buf is None or buf.size < like.size:
             largest = max(p.size for g in self.param_groups for p in g["params"])
-            buf = self._scratch[(like.dtype, k)] = np.empty(max(largest, like.size), dtype=like.dtype)
+            buf = self._scratch[key] = np.empty(max(largest, like.size), dtype=like.dtype)
         return buf[:like.size].reshape(like.shape)
 
     def zero_grad(self, set_to_none=True):
@@ -94,11 +96,12 @@ class Optimizer:
         "Update every parameter that has a gradient; `closure`, if given, recomputes and returns the loss."
         loss = closure() if closure is not None else None
         for group in self.param_groups:
-            self._update_group(group)
+            self._update_group(group, list(self._params_with_grad(group)))
         return loss
 
-    def _update_group(self, group):
-        raise NotImplementedError(f"{type(self).__name__} must define _update_group(group)")
+    def _update_group(self, group, params):
+        "Update `params`, a list of (parameter, its array, its gradient array) from `group`."
+        raise NotImplementedError(f"{type(self).__name__} must define _update_group(group, params)")
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
@@ -180,10 +183,10 @@ class SGD(Optimizer):
                   f"Nesterov momentum requires a momentum > 0 and zero dampening{where}; "
                   f"got momentum={options['momentum']}, dampening={options['dampening']}")
 
-    def _update_group(self, group):
+    def _update_group(self, group, params):
         lr, momentum, dampening = float(group["lr"]), float(group["momentum"]), float(group["dampening"])
         weight_decay, nesterov = float(group["weight_decay"]), group["nesterov"]
-        for p, w, g in self._params_with_grad(group):
+        for p, w, g in params:
             # hint: d = g + λw; b = d on the first step, then b = μb + (1-τ)d; Nesterov uses d + μb, else b; w -= η·d
             ### BEGIN SOLUTION
             d = g
@@ -228,11 +231,11 @@ class Adam(Optimizer):
             _validate(0.0 <= float(beta) < 1.0, f"Invalid beta parameter at index {i}: {beta}{where}; it must be in [0, 1)")
         _validate(float(options["eps"]) >= 0, f"Invalid epsilon value: {options['eps']}{where}; it must be >= 0")
 
-    def _update_group(self, group):
+    def _update_group(self, group, params):
         lr, eps, weight_decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
         beta1, beta2 = (float(b) for b in group["betas"])
         decoupled = group["decoupled_weight_decay"]
-        for p, w, g in self._params_with_grad(group):
+        for p, w, g in params:
             state = self.state.get(p)
             if state is None:                                       # first step: allocate the moments once
                 state = self.state[p] = {"step": 0, "exp_avg": np.zeros_like(w), "exp_avg_sq": np.zeros_like(w)}
@@ -273,8 +276,13 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if not grads: return _wrap(np.array(0.0, dtype=np.float32))
     # hint: total = the norm of the per-gradient norms; if max_norm / (total + 1e-6) < 1, multiply every gradient by it
     ### BEGIN SOLUTION
-    norms = np.array([np.linalg.vector_norm(g, ord=norm_type) for g in grads])
-    total = np.linalg.vector_norm(norms, ord=norm_type)
+    if norm_type == 2.0:                      # the usual case, through BLAS: |g|^2 = g . g, summed in float64
+        dtype = np.result_type(*grads)
+        squares = np.array([np.dot(f, f) for f in (g.reshape(-1) for g in grads)], dtype=np.float64)
+        total = np.sqrt(squares.sum()).astype(dtype)
+    else:
+        norms = np.array([np.linalg.vector_norm(g, ord=norm_type) for g in grads])
+        total = np.linalg.vector_norm(norms, ord=norm_type)
     if error_if_nonfinite and not np.isfinite(total):
         raise RuntimeError(f"The total norm of order {norm_type} for gradients is non-finite ({total}), so it "
                            f"cannot be clipped. Pass error_if_nonfinite=False to clip anyway.")

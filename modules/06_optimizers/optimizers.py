@@ -605,8 +605,8 @@ def weight_decay_groups(params, weight_decay):
 # Written naively, one AdamW step allocates about ten temporary arrays per parameter (each
 # `a * b` is a new array). Written with `out=`, it allocates nothing once the state exists:
 # the moments, the parameter and at most two scratch arrays are overwritten. The scratch
-# arrays are views into two buffers per dtype, each as large as the largest parameter and
-# shared by all parameters (`Optimizer._tmp`).
+# arrays are views into two buffers per dtype and thread, each as large as the largest
+# parameter and shared by all parameters that thread updates (`Optimizer._tmp`).
 #
 # A further trick, used by fused optimizers, keeps all parameters, gradients and moments in
 # one flat vector each, so that a step is a dozen long vector operations instead of a dozen

@@ -454,6 +454,8 @@ class DataParallel:
 
     def mean_loss(self, batches):
         "Mean loss over a list of (x, y) batches under no_grad, the batches spread over the worker threads."
+        batches = list(batches)
+        if not batches: raise ValueError("mean_loss: got no batches; pass at least one (x, y) pair")
         def one(batch):
             with no_grad():                              # grad mode is per thread: set it in the worker
                 return float(self.loss_fn(self.model, *batch).item())

@@ -673,6 +673,8 @@ class DataParallel:
 
     def mean_loss(self, batches):
         "Mean loss over a list of (x, y) batches under no_grad, the batches spread over the worker threads."
+        batches = list(batches)
+        if not batches: raise ValueError("mean_loss: got no batches; pass at least one (x, y) pair")
         def one(batch):
             with no_grad():                              # grad mode is per thread: set it in the worker
                 return float(self.loss_fn(self.model, *batch).item())
@@ -772,6 +774,8 @@ def test_mean_loss_over_threads_equals_one_thread_and_needs_no_graph():
         assert DataParallel(model, threads).mean_loss(batches) == serial
     with pytest.raises(ValueError, match="targets"):
         DataParallel(model, 2).mean_loss([(x, y[:, :3])])                   # a worker's error reaches the caller
+    with pytest.raises(ValueError, match="no batches"):
+        DataParallel(model, 2).mean_loss([])
 
 def test_grad_mode_is_per_thread():
     seen = {}

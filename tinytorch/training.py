@@ -34,7 +34,7 @@ from .core.tensor import Tensor, _wrap, get_rng, manual_seed
 from .core.autograd import no_grad
 from .core.layers import save, load, CheckpointError
 from .core.losses import cross_entropy
-from .core.optimizers import AdamW, clip_grad_norm_, CosineWarmupSchedule, weight_decay_groups
+from .core.optimizers import Optimizer, AdamW, clip_grad_norm_, CosineWarmupSchedule, weight_decay_groups
 from .text.tokenization import CharTokenizer, BPETokenizer, GPT2Tokenizer, gpt2_pretokenizer
 
 # %% ../modules/11_training/training.py #4
@@ -445,7 +445,8 @@ class DataParallel:
 
     def optimizer_step(self, optimizer):
         "optimizer.step(), with each group's parameters split by size over the worker threads."
-        if self._pool is None: return optimizer.step()
+        if self._pool is None or type(optimizer).step is not Optimizer.step:
+            return optimizer.step()                      # an optimizer with its own step() runs it as written
         jobs = [self._pool.submit(optimizer._update_group, group, part)
                 for group in optimizer.param_groups
                 for part in _split_by_size(list(optimizer._params_with_grad(group)), self.threads)]

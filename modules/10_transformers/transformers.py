@@ -133,12 +133,13 @@ def _layer_norm_backward(g, xhat, rstd, w, w_shape, b_shape, x_shape):
     ### BEGIN SOLUTION
     d = xhat.shape[1]
     g2 = g.reshape(xhat.shape).astype(xhat.dtype, copy=False)
-    gw = np.ones(d, dtype=xhat.dtype) if w is None else w
+    gamma = np.ones(d, dtype=xhat.dtype) if w is None else w
     p = g2 * xhat                                          # g ⊙ x̂, which dL/dγ needs anyway
-    mean_g = (g2 @ (gw / d))[:, None]                      # mean of ĝ = g ⊙ γ: a product with γ itself
-    mean_gx = (p @ (gw / d))[:, None]                      # mean of ĝ ⊙ x̂
-    grads = [None, _col_sum(p).reshape(w_shape)] if w is not None else [None]
-    gx = g2 * gw if w is not None else g2.copy()
+    grads = [None] if w is None else [None, _col_sum(p).reshape(w_shape)]
+    gamma_d = gamma / d
+    mean_g = (g2 @ gamma_d)[:, None]                       # mean of ĝ = g ⊙ γ: a product with γ itself
+    mean_gx = (p @ gamma_d)[:, None]                       # mean of ĝ ⊙ x̂
+    gx = g2 * gamma
     gx -= mean_g
     gx -= np.multiply(xhat, mean_gx, out=p)                # p's memory is free again once dL/dγ is taken
     gx *= rstd

@@ -58,7 +58,7 @@ from tinytorch.core.tensor import Tensor, _wrap, get_rng, manual_seed
 from tinytorch.core.autograd import no_grad
 from tinytorch.core.layers import save, load, CheckpointError
 from tinytorch.core.losses import cross_entropy
-from tinytorch.core.optimizers import AdamW, clip_grad_norm_, CosineWarmupSchedule, weight_decay_groups
+from tinytorch.core.optimizers import Optimizer, AdamW, clip_grad_norm_, CosineWarmupSchedule, weight_decay_groups
 from tinytorch.text.tokenization import CharTokenizer, BPETokenizer, GPT2Tokenizer, gpt2_pretokenizer
 
 # %% [markdown]
@@ -664,7 +664,8 @@ class DataParallel:
 
     def optimizer_step(self, optimizer):
         "optimizer.step(), with each group's parameters split by size over the worker threads."
-        if self._pool is None: return optimizer.step()
+        if self._pool is None or type(optimizer).step is not Optimizer.step:
+            return optimizer.step()                      # an optimizer with its own step() runs it as written
         jobs = [self._pool.submit(optimizer._update_group, group, part)
                 for group in optimizer.param_groups
                 for part in _split_by_size(list(optimizer._params_with_grad(group)), self.threads)]
@@ -765,6 +766,16 @@ def test_threaded_optimizer_step_equals_optimizer_step(make):
             runner.optimizer_step(optimizer)
         runs.append([p.data.copy() for p in model.parameters()])
     assert all(np.array_equal(a, b) for a, b in zip(*runs))              # the same bits: each update is per parameter
+
+def test_an_optimizer_with_its_own_step_runs_it():
+    model, x, y = _parallel_fixture(np.float32)
+    calls = []
+    class Counting(SGD):
+        def step(self, closure=None):
+            calls.append(1)
+            return super().step(closure)
+    DataParallel(model, 2).optimizer_step(Counting(list(model.parameters()), lr=0.1))
+    assert calls == [1]
 
 def test_mean_loss_over_threads_equals_one_thread_and_needs_no_graph():
     model, x, y = _parallel_fixture(np.float64)

@@ -25,7 +25,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups = []
         self.state = {}
-        self._scratch = {}
+        self._scratch = threading.local()    # each thread's scratch buffers, freed with the thread
         if isinstance(params, Tensor): params = [params]
         params = list(params)
         if not params: raise ValueError(f"{type(self).__name__} got an empty parameter list")
@@ -77,11 +77,11 @@ class Optimizer:
 
     def _tmp(self, like, k=0):
         "Scratch array number k with the shape and dtype of `like`: a view into a buffer reused every step (one per thread)."
-        key = (threading.get_ident(), like.dtype, k)
-        buf = self._scratch.get(key)
+        buffers = self._scratch.__dict__
+        buf = buffers.get((like.dtype, k))
         if buf is None or buf.size < like.size:
             largest = max(p.size for g in self.param_groups for p in g["params"])
-            buf = self._scratch[key] = np.empty(max(largest, like.size), dtype=like.dtype)
+            buf = buffers[(like.dtype, k)] = np.empty(max(largest, like.size), dtype=like.dtype)
         return buf[:like.size].reshape(like.shape)
 
     def zero_grad(self, set_to_none=True):
@@ -278,7 +278,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     ### BEGIN SOLUTION
     if norm_type == 2.0:                      # the usual case, through BLAS: |g|^2 = g . g, summed in float64
         dtype = np.result_type(*grads)
-        squares = np.array([np.dot(f, f) for f in (g.reshape(-1) for g in grads)], dtype=np.float64)
+        squares = np.array([np.vdot(g, g) for g in grads], dtype=np.float64)   # vdot flattens
         total = np.sqrt(squares.sum()).astype(dtype)
     else:
         norms = np.array([np.linalg.vector_norm(g, ord=norm_type) for g in grads])

@@ -14,6 +14,7 @@ __all__ = ['DEFAULT_CORPUS', 'STDLIB_CORPUS_MODULES', 'TINY_SHAKESPEARE_URL', 'T
 # %% ../modules/11_training/training.py #2
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import inspect
@@ -345,8 +346,17 @@ def build_model(config, vocab_size):
 
 
 def _takes_targets(model):
+    forward = getattr(model.forward, "__func__", model.forward)
     try:
-        return "targets" in inspect.signature(model.forward).parameters
+        return _has_targets_parameter(forward)            # cached per function: signature() costs ~80 µs a call
+    except TypeError:
+        return _has_targets_parameter.__wrapped__(forward)    # an unhashable callable
+
+
+@functools.lru_cache(maxsize=None)
+def _has_targets_parameter(forward):
+    try:
+        return "targets" in inspect.signature(forward).parameters
     except (TypeError, ValueError):
         return False
 
@@ -386,7 +396,7 @@ def _one_blas_thread():
 
 
 def _split_by_size(items, k):
-    "Split (parameter, array, gradient) triples into at most k runs of about equal total size, in order."
+    "Split (parameter, array, ...) tuples into at most k runs of about equal total array size, in order."
     total, parts, part, done = sum(w.size for _, w, _ in items), [], [], 0
     for item in items:
         part.append(item)
@@ -395,6 +405,21 @@ def _split_by_size(items, k):
             parts.append(part)
             part = []
     return [q for q in parts + [part] if q]
+
+
+_PARALLEL_SUM_MIN = 2**21        # parameters below which summing gradients on one thread beats a round trip to the pool
+
+
+def _sum_gradients(part, results):
+    "For each (parameter, array, j) of `part`: the sum of the workers' j-th gradients, in worker order, as a new array."
+    sums = []
+    for p, _, j in part:
+        grads = [g[j].data for _, g in results if g[j] is not None]
+        if not grads: continue
+        total = np.add(grads[0], grads[1]) if len(grads) > 1 else grads[0].copy()   # never a worker's own array
+        for g in grads[2:]: total += g
+        sums.append((p, total))
+    return sums
 
 
 class DataParallel:
@@ -430,28 +455,30 @@ class DataParallel:
                 return weight * float(loss.item()), grad(loss, params, gradient=seed)
 
         with _one_blas_thread():
-            futures = [self._pool.submit(work, i) for i in range(k)]
-            wait(futures)
-        results = [f.result() for f in futures]          # re-raises a worker's exception here, before any update
-        for j, p in enumerate(params):
-            parts = [grads[j].data for _, grads in results if grads[j] is not None]
-            if not parts: continue
-            total = np.add(parts[0], parts[1]) if len(parts) > 1 else parts[0].copy()   # a new array, never a worker's
-            for part in parts[2:]: total += part
-            if p.grad is None: p.grad = _wrap(total)
-            else: p.grad.data += total
+            results = self._run([functools.partial(work, i) for i in range(k)])   # a worker's error is raised here
+        items = [(p, p.data, j) for j, p in enumerate(params)]                     # before any .grad changes
+        if sum(p.size for p in params) < _PARALLEL_SUM_MIN: sums = [_sum_gradients(items, results)]
+        else: sums = self._run([functools.partial(_sum_gradients, part, results) for part in _split_by_size(items, k)])
+        for part in sums:
+            for p, total in part:
+                if p.grad is None: p.grad = _wrap(total)
+                else: p.grad.data += total
         return sum(loss for loss, _ in results)
         ### END SOLUTION
+
+    def _run(self, jobs):
+        "Run zero-argument calls on the pool; their results in order, or the first error once all have ended."
+        futures = [self._pool.submit(job) for job in jobs]
+        wait(futures)
+        return [f.result() for f in futures]
 
     def optimizer_step(self, optimizer):
         "optimizer.step(), with each group's parameters split by size over the worker threads."
         if self._pool is None or type(optimizer).step is not Optimizer.step:
             return optimizer.step()                      # an optimizer with its own step() runs it as written
-        jobs = [self._pool.submit(optimizer._update_group, group, part)
-                for group in optimizer.param_groups
-                for part in _split_by_size(list(optimizer._params_with_grad(group)), self.threads)]
-        wait(jobs)
-        for job in jobs: job.result()
+        self._run([functools.partial(optimizer._update_group, group, part)
+                   for group in optimizer.param_groups
+                   for part in _split_by_size(list(optimizer._params_with_grad(group)), self.threads)])
 
     def mean_loss(self, batches):
         "Mean loss over a list of (x, y) batches under no_grad, the batches spread over the worker threads."

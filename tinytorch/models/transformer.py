@@ -162,33 +162,30 @@ def linear_gelu(x, weight, bias=None):
     "gelu_tanh(x @ weight.T + bias) over any leading dims, as one fused op (the first half of GPT-2's MLP)."
     ### BEGIN SOLUTION
     x2, h = affine_rows(x, weight, bias, "linear_gelu")
-    t = h * h
-    t *= _GELU_K * _GELU_C
-    t += _GELU_K
-    t *= h
-    np.tanh(t, out=t)
-    out = t + 1.0
-    out *= h
-    out *= 0.5
-    out = out.reshape(x.shape[:-1] + (weight.shape[0],))
+    a = h * h
+    a *= _GELU_K * _GELU_C
+    a += _GELU_K
+    a *= h                                   # k (h + c h³)
+    np.tanh(a, out=a)
+    a += 1.0
+    a *= 0.5                                 # a = (1 + tanh) / 2, so gelu(h) = a h
+    out = (a * h).reshape(x.shape[:-1] + (weight.shape[0],))
     inputs = (x, weight) if bias is None else (x, weight, bias)
-    return record("linear_gelu", out, inputs, (x2, weight.data, h, t, x.shape))
+    return record("linear_gelu", out, inputs, (x2, weight.data, h, a, x.shape))
     ### END SOLUTION
 
 
 @derivative("linear_gelu")
-def _linear_gelu_backward(g, x2, w, h, t, x_shape):
+def _linear_gelu_backward(g, x2, w, h, a, x_shape):
     ### BEGIN SOLUTION
-    dh = t * t                               # d gelu / d h, built in place
-    np.subtract(1.0, dh, out=dh)
-    dh *= h
-    q = h * h
-    q *= 3.0 * _GELU_C * _GELU_K
-    q += _GELU_K
-    dh *= q
-    dh += t
-    dh += 1.0
-    dh *= 0.5
+    r = h * h                                # d gelu / d h = a + a (1 - a) h (2k + 6kc h²)
+    r *= 6.0 * _GELU_K * _GELU_C
+    r += 2.0 * _GELU_K
+    r *= h
+    dh = np.subtract(1.0, a)
+    dh *= a
+    dh *= r
+    dh += a
     dh *= g.reshape(h.shape)                 # now the gradient of the pre-activation
     gx = (dh @ w).reshape(x_shape)
     return gx, dh.T @ x2, _col_sum(dh)

@@ -372,7 +372,7 @@ def language_model_loss(model, x, y):
 
 # %% ../modules/11_training/training.py #19
 from concurrent.futures import ThreadPoolExecutor, wait
-from .core.autograd import grad
+from .core.autograd import grad, is_grad_enabled, set_grad_enabled
 from .core.tensor import local_rng
 
 
@@ -445,10 +445,11 @@ class DataParallel:
         bounds = [round(i * n / k) for i in range(k + 1)]
         params = [p for p in self.model.parameters() if p.requires_grad]
         seeds = get_rng().integers(0, 2**63, size=k)
+        recording = is_grad_enabled()                    # the caller's grad mode, in every worker
 
         def work(i):
             lo, hi = bounds[i], bounds[i + 1]
-            with local_rng(np.random.default_rng(int(seeds[i]))):
+            with set_grad_enabled(recording), local_rng(np.random.default_rng(int(seeds[i]))):
                 loss = self.loss_fn(self.model, x[lo:hi], y[lo:hi])
                 weight = (hi - lo) / n                   # this micro-batch's share of the mean loss
                 seed = np.asarray(weight * scale, dtype=loss.dtype)    # so its gradients arrive already weighted
@@ -467,10 +468,13 @@ class DataParallel:
         ### END SOLUTION
 
     def _run(self, jobs):
-        "Run zero-argument calls on the pool; their results in order, or the first error once all have ended."
-        futures = [self._pool.submit(job) for job in jobs]
-        wait(futures)
-        return [f.result() for f in futures]
+        "Run zero-argument calls, the first on this thread and the rest on the pool; their results in order."
+        futures = [self._pool.submit(job) for job in jobs[1:]]
+        try:
+            first = [jobs[0]()] if jobs else []
+        finally:
+            wait(futures)                                # every call has ended before any error is raised
+        return first + [f.result() for f in futures]
 
     def optimizer_step(self, optimizer):
         "optimizer.step(), with each group's parameters split by size over the worker threads."

@@ -573,6 +573,8 @@ def language_model_loss(model, x, y):
 # - the gradients are summed in micro-batch order after *all* workers finished, so the
 #   result never depends on which thread was faster, and a worker's exception reaches the
 #   caller before any gradient is touched;
+# - the calling thread runs the first micro-batch itself and the pool the others (one
+#   thread wake-up fewer per step), every worker in the caller's grad mode;
 # - each worker draws randomness (dropout) from its own generator, seeded from tinytorch's
 #   generator before the work starts, so runs are reproducible;
 # - BLAS is limited to one thread per worker while they run: two workers that each start
@@ -594,7 +596,7 @@ def language_model_loss(model, x, y):
 # %%
 #| export
 from concurrent.futures import ThreadPoolExecutor, wait
-from tinytorch.core.autograd import grad
+from tinytorch.core.autograd import grad, is_grad_enabled, set_grad_enabled
 from tinytorch.core.tensor import local_rng
 
 
@@ -667,10 +669,11 @@ class DataParallel:
         bounds = [round(i * n / k) for i in range(k + 1)]
         params = [p for p in self.model.parameters() if p.requires_grad]
         seeds = get_rng().integers(0, 2**63, size=k)
+        recording = is_grad_enabled()                    # the caller's grad mode, in every worker
 
         def work(i):
             lo, hi = bounds[i], bounds[i + 1]
-            with local_rng(np.random.default_rng(int(seeds[i]))):
+            with set_grad_enabled(recording), local_rng(np.random.default_rng(int(seeds[i]))):
                 loss = self.loss_fn(self.model, x[lo:hi], y[lo:hi])
                 weight = (hi - lo) / n                   # this micro-batch's share of the mean loss
                 seed = np.asarray(weight * scale, dtype=loss.dtype)    # so its gradients arrive already weighted
@@ -689,10 +692,13 @@ class DataParallel:
         ### END SOLUTION
 
     def _run(self, jobs):
-        "Run zero-argument calls on the pool; their results in order, or the first error once all have ended."
-        futures = [self._pool.submit(job) for job in jobs]
-        wait(futures)
-        return [f.result() for f in futures]
+        "Run zero-argument calls, the first on this thread and the rest on the pool; their results in order."
+        futures = [self._pool.submit(job) for job in jobs[1:]]
+        try:
+            first = [jobs[0]()] if jobs else []
+        finally:
+            wait(futures)                                # every call has ended before any error is raised
+        return first + [f.result() for f in futures]
 
     def optimizer_step(self, optimizer):
         "optimizer.step(), with each group's parameters split by size over the worker threads."
@@ -842,6 +848,13 @@ def test_mean_loss_over_threads_equals_one_thread_and_needs_no_graph():
         DataParallel(model, 2).mean_loss([(x, y[:, :3])])                   # a worker's error reaches the caller
     with pytest.raises(ValueError, match="no batches"):
         DataParallel(model, 2).mean_loss([])
+
+def test_data_parallel_follows_the_callers_grad_mode():
+    model, x, y = _parallel_fixture()
+    for threads in (1, 2):                     # under no_grad no worker builds a graph, on any thread
+        with no_grad(), pytest.raises(RuntimeError, match="does not require grad"):
+            DataParallel(model, threads).forward_backward(x, y)
+    assert all(p.grad is None for p in model.parameters())
 
 def test_grad_mode_is_per_thread():
     seen = {}

@@ -468,13 +468,10 @@ class DataParallel:
         ### END SOLUTION
 
     def _run(self, jobs):
-        "Run zero-argument calls, the first on this thread and the rest on the pool; their results in order."
-        futures = [self._pool.submit(job) for job in jobs[1:]]
-        try:
-            first = [jobs[0]()] if jobs else []
-        finally:
-            wait(futures)                                # every call has ended before any error is raised
-        return first + [f.result() for f in futures]
+        "Run zero-argument calls on the pool; their results in order, or the first error once all have ended."
+        futures = [self._pool.submit(job) for job in jobs]
+        wait(futures)
+        return [f.result() for f in futures]
 
     def optimizer_step(self, optimizer):
         "optimizer.step(), with each group's parameters split by size over the worker threads."

@@ -717,7 +717,7 @@ class DataParallel:
                 return float(self.loss_fn(self.model, *batch).item())
         if self._pool is None: return float(np.mean([one(b) for b in batches]))
         with _one_blas_thread():
-            return float(np.mean(list(self._pool.map(one, batches))))
+            return float(np.mean(self._run([functools.partial(one, b) for b in batches])))
 
     def close(self):
         if self._pool is not None: self._pool.shutdown(wait=True)

@@ -37,7 +37,7 @@ def tinytorch_setup(cfg, threads=1):
     import tinytorch
     from tinytorch.core.optimizers import AdamW, clip_grad_norm_, weight_decay_groups
     from tinytorch.models.transformer import GPT
-    from tinytorch.training import make_train_step
+    from tinytorch.parallel import make_train_step
     tinytorch.manual_seed(0)
     model = GPT(cfg["vocab"], cfg["width"], cfg["layers"], cfg["heads"], max_seq_len=cfg["block"])
     opt = AdamW(weight_decay_groups(model.parameters(), 0.1), lr=LR, betas=(0.9, 0.99))

@@ -6,7 +6,7 @@ import pytest
 
 from tinytorch.core.autograd import gradcheck
 from tinytorch.core.tensor import Tensor, manual_seed
-from tinytorch.text.embeddings import (Embedding, PositionalEmbedding, RotaryEmbedding, SinusoidalPositionalEncoding,
+from tinytorch.core.embeddings import (Embedding, PositionalEmbedding, RotaryEmbedding, SinusoidalPositionalEncoding,
                                        TokenIdRangeError, apply_rotary, embedding, rope_half_split_permutation,
                                        sinusoidal_encoding)
 

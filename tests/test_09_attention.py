@@ -6,7 +6,7 @@ import tinytorch.core.attention as A
 from tinytorch.core.attention import KVCache, MultiHeadAttention, fused_qkv_attention, scaled_dot_product_attention
 from tinytorch.core.autograd import gradcheck, grad, no_grad
 from tinytorch.core.tensor import Tensor, get_rng, manual_seed
-from tinytorch.text.embeddings import RotaryEmbedding
+from tinytorch.core.embeddings import RotaryEmbedding
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

@@ -13,6 +13,7 @@ import pytest
 
 import tinytorch
 from tinytorch import training
+from tinytorch import data as tdata
 from tinytorch.core.layers import save
 from tinytorch.training import TrainConfig, python_stdlib_corpus
 from tito.main_job import HYPERPARAMETERS
@@ -118,7 +119,7 @@ def test_bad_training_inputs(run_cli, tmp_path, corpus, monkeypatch):
            "embed_dim 30 is not divisible by num_heads 4")
     _fails(*run_cli("train", "--preset", "huge"), "unknown preset 'huge'; presets: default, shakespeare-char, tiny")
     _fails(*run_cli("train", "--data", corpus, "--tokenizer", "words", *TINY), "unknown tokenizer 'words'")
-    monkeypatch.setattr(training, "TINY_SHAKESPEARE_URL", "http://127.0.0.1:9/input.txt")     # nothing listens
+    monkeypatch.setattr(tdata, "TINY_SHAKESPEARE_URL", "http://127.0.0.1:9/input.txt")     # nothing listens
     _fails(*run_cli("train", "--data", "shakespeare", *TINY), "could not download Tiny Shakespeare",
            "Without network access", "--data /path/to/tinyshakespeare.txt")
 

@@ -13,7 +13,7 @@ import tinytorch
 from tinytorch.core import tensor as T
 from tinytorch.core.optimizers import AdamW, clip_grad_norm_, weight_decay_groups
 from tinytorch.models.transformer import GPT
-from tinytorch.training import DataParallel
+from tinytorch.parallel import DataParallel
 
 
 def _model_and_batch(dropout=0.0):

@@ -141,8 +141,10 @@ def _train(preset: str, out: Optional[Path], resume: Optional[Path], overwrite: 
     _say(f"{what} {kind} on {config.data} ({'preset ' + preset if ckpt is None else 'checkpoint'}), "
          f"{config.max_iters} steps; output in {out_dir}")
     t0 = time.perf_counter()
+    parallel = _import("parallel")
     trainer, result = training.run(config, out_dir, resume=ckpt["path"] if ckpt else None, log=_say,
-                                   progress="auto" if progress else "none")
+                                   progress="auto" if progress else "none",
+                                   runner=lambda model: parallel.DataParallel(model, config.threads))
     wall = time.perf_counter() - t0
     if result.status == "interrupted":
         _say(f"Stopped at step {result.step} of {config.max_iters}. Continue with: tito train --resume {out_dir}")

@@ -31,7 +31,7 @@
 # | rotary embedding (RoPE) | LLaMA, most models since | rotate each query and key by an angle proportional to its position |
 
 # %%
-#| default_exp text.embeddings
+#| default_exp core.embeddings
 
 # %%
 #| export

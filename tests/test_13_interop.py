@@ -7,8 +7,8 @@ import pytest
 
 from tinytorch.core.tensor import Tensor, manual_seed
 from tinytorch.core.layers import StateDictError
-from tinytorch.models.transformer import (GPT, GPTConfig, count_parameters, load_hf_gpt2_state_dict,
-                                          to_hf_gpt2_state_dict, hf_gpt2_key_map)
+from tinytorch.models.transformer import GPT, GPTConfig, count_parameters
+from tinytorch.models.hf import load_hf_gpt2_state_dict, to_hf_gpt2_state_dict, hf_gpt2_key_map
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

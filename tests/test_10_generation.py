@@ -30,11 +30,9 @@ def _gpt(max_seq_len=48, dtype=np.float32):
 
 
 def _transformer_lm(max_seq_len=48, dtype=np.float32):
-    from tinytorch.models import transformer
-    if not hasattr(transformer, "TransformerLM"):
-        pytest.skip("TransformerLM is not in tinytorch.models.transformer")
+    from tinytorch.models.llama import TransformerLM
     manual_seed(0)
-    model = transformer.TransformerLM(vocab_size=VOCAB, context_length=max_seq_len, d_model=16, num_layers=2,
+    model = TransformerLM(vocab_size=VOCAB, context_length=max_seq_len, d_model=16, num_layers=2,
                                       num_heads=2, d_ff=32)
     return _sharpen(model.to(dtype))
 

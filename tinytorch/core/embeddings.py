@@ -8,9 +8,9 @@ __all__ = ['TokenIdRangeError', 'embedding', 'Embedding', 'PositionalEmbedding',
 
 # %% ../../modules/08_embeddings/embeddings.py #2
 import numpy as np
-from ..core.tensor import Tensor, record, get_rng, _wrap
-from ..core.autograd import derivative
-from ..core.layers import Module, Parameter
+from .tensor import Tensor, record, get_rng, _wrap
+from .autograd import derivative
+from .layers import Module, Parameter
 
 # %% ../../modules/08_embeddings/embeddings.py #4
 class TokenIdRangeError(IndexError, ValueError):

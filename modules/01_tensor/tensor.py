@@ -246,6 +246,66 @@ def test_record_without_grad_keeps_nothing():
     assert out._node is None and not out.requires_grad    # no input needs grad: nothing recorded
 
 # %% [markdown]
+# ## Textbook code and fast kernels
+#
+# Every function you write in this course is the textbook form of its idea, built from
+# the ops before it, and autograd derives its backward pass. A few of them (LayerNorm,
+# GELU, softmax, cross-entropy, attention) run on every position of every layer, and module
+# 16 gives each a *fused kernel*: the same function as a few NumPy passes with a
+# hand-written backward, tested equal to the textbook version. Marking a function
+# `@replaceable("name")` is what lets a registered kernel of that name run in its place:
+#
+# ```python
+# @replaceable("layer_norm")
+# def layer_norm(x, ...): ...        # the textbook version: what you write
+#
+# register_kernel("layer_norm", fused_layer_norm)     # module 16, one explicit call
+# ```
+#
+# Only functions of the installed `tinytorch` package are replaceable: the copy a notebook
+# defines always runs as written, so your tests always test your code. `register_kernel(name,
+# None)` removes a kernel; `f.textbook` is the textbook version of a replaceable `f`.
+
+# %%
+#| export
+KERNELS = {}    # name -> fast kernel registered for the replaceable textbook function of that name
+
+
+def register_kernel(name, kernel):
+    "Run `kernel` instead of the replaceable textbook function `name` (None: back to the textbook version)."
+    if kernel is None: KERNELS.pop(name, None)
+    else: KERNELS[name] = kernel
+
+
+def replaceable(name):
+    "Decorator: a textbook function that a kernel registered under `name` replaces (package functions only)."
+    def wrap(textbook):
+        if not textbook.__module__.startswith("tinytorch."):
+            return textbook                   # a notebook's own definition: always the code as written
+        def dispatch(*args, **kwargs):
+            kernel = KERNELS.get(name)
+            return textbook(*args, **kwargs) if kernel is None else kernel(*args, **kwargs)
+        dispatch.__name__, dispatch.__qualname__, dispatch.__doc__ = textbook.__name__, textbook.__qualname__, textbook.__doc__
+        dispatch.__module__, dispatch.__wrapped__, dispatch.textbook = textbook.__module__, textbook, textbook
+        return dispatch
+    return wrap
+
+# %%
+def test_replaceable_runs_a_registered_kernel_for_package_functions_only():
+    def double(x): return 2 * x
+    double.__module__ = "tinytorch.example"
+    fast = replaceable("example_double")(double)
+    assert fast(3) == 6 and fast.textbook is double and fast.__name__ == "double"
+    try:
+        register_kernel("example_double", lambda x: x + x + 0.5)
+        assert fast(3) == 6.5                                  # the registered kernel runs
+        def mine(x): return 2 * x
+        assert replaceable("example_double")(mine) is mine     # a notebook's function is never replaced
+    finally:
+        register_kernel("example_double", None)
+    assert fast(3) == 6 and "example_double" not in KERNELS
+
+# %% [markdown]
 # ## Creating tensors and randomness
 #
 # The helpers mirror PyTorch's. All randomness draws from one NumPy `Generator`, so

@@ -3,7 +3,7 @@
 Only ratios measured in one run mean anything (the machine's speed drifts between runs), so a
 benchmark measures tinytorch, NumPy and PyTorch in the same process, close together in time.
 OpenBLAS worker threads spin for about 0.1 s after each BLAS call and steal the second core from
-whatever runs next; call `pause()` between a NumPy block and a PyTorch block (PERF_NOTES item 6).
+whatever runs next; call `pause()` between a NumPy block and a PyTorch block.
 `OPENBLAS_THREAD_TIMEOUT` changes that spin, but only if set before NumPy is first imported; it
 is recorded in the environment, never set here.
 """
@@ -102,7 +102,7 @@ def time_with_setup(setup, run, repeat=15):
 
 
 def pause(seconds=0.3):
-    "Let OpenBLAS worker threads stop spinning before timing something else (PERF_NOTES item 6)."
+    "Let OpenBLAS worker threads stop spinning before timing something else."
     time.sleep(seconds)
 
 

@@ -10,7 +10,7 @@ Configuration: preset `shakespeare-char` of tinytorch.training, which is nanoGPT
 12, 4 layers, 4 heads, width 128, 2000 iterations, lr 1e-3 -> 1e-4 with 100 warmup steps,
 dropout 0, eval_iters 20, eval_interval 250, AdamW betas (0.9, 0.99), weight decay 0.1 on the
 matrices, gradient clipping at 1.0). nanoGPT with PyTorch reaches validation loss 1.8857 at
-iteration 2000 on this configuration (PERF_NOTES); the target for tinytorch is <= 1.88.
+iteration 2000 on this configuration; the target for tinytorch is <= 1.88.
 
 The reported validation loss is nanoGPT's estimate: the mean over eval_iters = 20 batches (here
 the same 20 batches at every evaluation). Being a sample of 15,360 characters, it lies within

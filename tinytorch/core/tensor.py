@@ -334,7 +334,7 @@ def rpow(a, b):
     return record("rpow_scalar", out, (a,), (out, log_base))
     ### END SOLUTION
 
-# %% ../../modules/01_tensor/tensor.py #15
+# %% ../../modules/01_tensor/tensor.py #17
 def exp(a):
     ### BEGIN SOLUTION
     out = np.exp(a.data)
@@ -398,7 +398,7 @@ def clip(a, min=None, max=None):
     return record("clip", np.clip(a.data, min, max), (a,), (a.data, min, max))
     ### END SOLUTION
 
-# %% ../../modules/01_tensor/tensor.py #18
+# %% ../../modules/01_tensor/tensor.py #20
 def _axis(ndim, axis, dim):
     "Normalise axis/dim to a sorted tuple of non-negative axes (None = all)."
     if dim is not None:
@@ -459,7 +459,7 @@ def var(a, axis=None, keepdims=False, correction=1, *, dim=None, keepdim=None, u
     return record("var", out, (a,), (centered, axes, keep, n - correction))
     ### END SOLUTION
 
-# %% ../../modules/01_tensor/tensor.py #21
+# %% ../../modules/01_tensor/tensor.py #23
 def matmul(a, b):
     ### BEGIN SOLUTION
     b = _tensor_operand(b)
@@ -475,7 +475,7 @@ def matmul(a, b):
     return record("matmul", out, (a, b), (a.data, b.data))
     ### END SOLUTION
 
-# %% ../../modules/01_tensor/tensor.py #24
+# %% ../../modules/01_tensor/tensor.py #26
 def reshape(a, *shape):
     ### BEGIN SOLUTION
     shape = _shape(shape)
@@ -545,7 +545,7 @@ def broadcast_to(a, *shape):
 
 expand = broadcast_to
 
-# %% ../../modules/01_tensor/tensor.py #27
+# %% ../../modules/01_tensor/tensor.py #29
 def _index_data(idx):
     "Replace tensors inside an index by their arrays."
     if isinstance(idx, Tensor): return idx.data
@@ -655,7 +655,7 @@ def _compare(fn, op):
     compare.__name__ = op
     return compare
 
-# %% ../../modules/01_tensor/tensor.py #30
+# %% ../../modules/01_tensor/tensor.py #32
 def _reflected(fn):
     return lambda a, b: fn(_tensor_operand(b), a)
 

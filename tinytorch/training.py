@@ -195,7 +195,6 @@ def get_batch(data, batch_size, context_length, rng=None):
     "Random windows of `data`: inputs x and next-token targets y, both int64 of shape (batch_size, context_length)."
     # Check the sizes (DataError when the data is shorter than one window), draw the start positions with
     # rng.integers, gather all windows with one fancy index, split them into x and y.
-    ### BEGIN SOLUTION
     if batch_size < 1 or context_length < 1:
         raise ValueError(f"batch_size and context_length must be positive, got {batch_size} and {context_length}")
     n = len(data)
@@ -206,7 +205,6 @@ def get_batch(data, batch_size, context_length, rng=None):
     starts = rng.integers(0, n - context_length, size=batch_size)
     window = np.asarray(data[starts[:, None] + np.arange(context_length + 1)], dtype=np.int64)
     return np.ascontiguousarray(window[:, :-1]), np.ascontiguousarray(window[:, 1:])
-    ### END SOLUTION
 
 # %% ../modules/11_training/training.py #11
 def tokenizer_to_dict(tokenizer):
@@ -434,7 +432,6 @@ class DataParallel:
 
     def forward_backward(self, x, y, scale=1.0):
         "Mean loss over the batch; add its gradients, times `scale`, into the parameters' .grad."
-        ### BEGIN SOLUTION
         x, y = np.asarray(x), np.asarray(y)
         n = len(x)
         k = min(self.threads, n)
@@ -465,7 +462,6 @@ class DataParallel:
                 if p.grad is None: p.grad = _wrap(total)
                 else: p.grad.data += total
         return sum(loss for loss, _ in results)
-        ### END SOLUTION
 
     def _run(self, jobs):
         "Run zero-argument calls on the pool; their results in order, or the first error once all have ended."
@@ -602,9 +598,7 @@ class Trainer:
     # -- one step ---------------------------------------------------------------------------
     def forward_backward(self, x, y, scale=1.0):
         "Loss of one batch; add its gradients, multiplied by `scale`, into the parameters' .grad."
-        ### BEGIN SOLUTION
         return self.parallel.forward_backward(x, y, scale)
-        ### END SOLUTION
 
     def train_step(self):
         "One optimizer step over grad_accum_steps micro-batches; returns (mean loss, lr)."
@@ -612,7 +606,6 @@ class Trainer:
         # Set the learning rate of self.step, zero the gradients, accumulate forward_backward over the
         # micro-batches, clip, raise TrainingDiverged(self._diverged_message(...)) on a non-finite loss or
         # norm, then self._commit(loss, lr) (it updates the weights and counts the step).
-        ### BEGIN SOLUTION
         lr = self.schedule.apply(self.optimizer, self.step)
         self.optimizer.zero_grad()
         total = 0.0
@@ -626,7 +619,6 @@ class Trainer:
             raise TrainingDiverged(self._diverged_message(loss, norm, lr))
         self._commit(loss, lr)
         return loss, lr
-        ### END SOLUTION
 
     def _commit(self, loss, lr):
         "Update the weights, count the step and log its loss, with Ctrl-C deferred until all three are done."

@@ -51,7 +51,6 @@ def _col_sum(a):
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     "Normalise over the trailing `normalized_shape` dims, then scale by `weight` and shift by `bias` (one fused op)."
-    ### BEGIN SOLUTION
     x2, d = _norm_rows(x, normalized_shape, "layer_norm")
     xhat = x2 - _row_mean(x2, d)
     rstd = _row_mean(xhat * xhat, d)
@@ -66,12 +65,10 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     return record("layer_norm", out, inputs, (xhat, rstd, None if weight is None else weight.data.reshape(-1),
                                               None if weight is None else weight.shape,
                                               None if bias is None else bias.shape, x.shape))
-    ### END SOLUTION
 
 
 @derivative("layer_norm")
 def _layer_norm_backward(g, xhat, rstd, w, w_shape, b_shape, x_shape):
-    ### BEGIN SOLUTION
     d = xhat.shape[1]
     g2 = g.reshape(xhat.shape).astype(xhat.dtype, copy=False)
     gamma = np.ones(d, dtype=xhat.dtype) if w is None else w
@@ -87,7 +84,6 @@ def _layer_norm_backward(g, xhat, rstd, w, w_shape, b_shape, x_shape):
     grads[0] = gx.reshape(x_shape)
     if b_shape is not None: grads.append(_col_sum(g2).reshape(b_shape))
     return tuple(grads)
-    ### END SOLUTION
 
 
 def _param_shape(normalized_shape):
@@ -111,7 +107,6 @@ class LayerNorm(Module):
 # %% ../../modules/10_transformers/transformers.py #8
 def rms_norm(x, normalized_shape, weight=None, eps=1e-5):
     "x / sqrt(mean(x^2) + eps) * weight over the trailing `normalized_shape` dims, computed in >= float32 (one fused op)."
-    ### BEGIN SOLUTION
     x2, d = _norm_rows(x, normalized_shape, "rms_norm")
     rstd = _row_mean(x2 * x2, d)
     rstd += eps
@@ -123,12 +118,10 @@ def rms_norm(x, normalized_shape, weight=None, eps=1e-5):
     inputs = (x,) if weight is None else (x, weight)
     return record("rms_norm", out, inputs, (xhat, rstd, None if weight is None else weight.data.reshape(-1),
                                             None if weight is None else weight.shape, x.shape))
-    ### END SOLUTION
 
 
 @derivative("rms_norm")
 def _rms_norm_backward(g, xhat, rstd, w, w_shape, x_shape):
-    ### BEGIN SOLUTION
     d = xhat.shape[1]
     g2 = g.reshape(xhat.shape).astype(xhat.dtype, copy=False)
     gxhat = g2 * w if w is not None else g2.copy()
@@ -137,7 +130,6 @@ def _rms_norm_backward(g, xhat, rstd, w, w_shape, x_shape):
     gxhat *= rstd
     if w is None: return (gxhat.reshape(x_shape),)
     return gxhat.reshape(x_shape), _col_sum(g2 * xhat).reshape(w_shape)
-    ### END SOLUTION
 
 
 class RMSNorm(Module):
@@ -160,7 +152,6 @@ _GELU_C = 0.044715
 
 def linear_gelu(x, weight, bias=None):
     "gelu_tanh(x @ weight.T + bias) over any leading dims, as one fused op (the first half of GPT-2's MLP)."
-    ### BEGIN SOLUTION
     x2, h = affine_rows(x, weight, bias, "linear_gelu")
     a = h * h
     a *= _GELU_K * _GELU_C
@@ -172,12 +163,10 @@ def linear_gelu(x, weight, bias=None):
     out = (a * h).reshape(x.shape[:-1] + (weight.shape[0],))
     inputs = (x, weight) if bias is None else (x, weight, bias)
     return record("linear_gelu", out, inputs, (x2, weight.data, h, a, x.shape))
-    ### END SOLUTION
 
 
 @derivative("linear_gelu")
 def _linear_gelu_backward(g, x2, w, h, a, x_shape):
-    ### BEGIN SOLUTION
     r = h * h                                # d gelu / d h = a + a (1 - a) h (2k + 6kc h²)
     r *= 6.0 * _GELU_K * _GELU_C
     r += 2.0 * _GELU_K
@@ -189,7 +178,6 @@ def _linear_gelu_backward(g, x2, w, h, a, x_shape):
     dh *= g.reshape(h.shape)                 # now the gradient of the pre-activation
     gx = (dh @ w).reshape(x_shape)
     return gx, dh.T @ x2, _col_sum(dh)
-    ### END SOLUTION
 
 
 class MLP(Module):
@@ -203,9 +191,7 @@ class MLP(Module):
         self.dropout = Dropout(dropout_prob)
 
     def forward(self, x):
-        ### BEGIN SOLUTION
         return self.dropout(self.fc2(linear_gelu(x, self.fc1.weight, self.fc1.bias)))
-        ### END SOLUTION
 
 # %% ../../modules/10_transformers/transformers.py #14
 def swiglu_hidden_dim(d_model, multiple_of=64):
@@ -215,7 +201,6 @@ def swiglu_hidden_dim(d_model, multiple_of=64):
 
 def swiglu(x, w1, w2, w3):
     "w2 @ (silu(w1 @ x) * (w3 @ x)) over any leading dims, no biases, as one fused op."
-    ### BEGIN SOLUTION
     d = w1.shape[1]
     if x.shape[-1:] != (d,):
         raise ValueError(f"swiglu: input of shape {x.shape} does not match w1 of shape {w1.shape}; "
@@ -231,12 +216,10 @@ def swiglu(x, w1, w2, w3):
     h *= u
     out = (h @ w2.data.T).reshape(x.shape[:-1] + (w2.shape[0],))
     return record("swiglu", out, (x, w1, w2, w3), (x2, w1.data, w2.data, w3.data, a, u, sig, x.shape))
-    ### END SOLUTION
 
 
 @derivative("swiglu")
 def _swiglu_backward(g, x2, w1, w2, w3, a, u, sig, x_shape):
-    ### BEGIN SOLUTION
     g2 = g.reshape(-1, w2.shape[0])
     s = a * sig                                   # silu(a)
     gw2 = g2.T @ (s * u)
@@ -251,7 +234,6 @@ def _swiglu_backward(g, x2, w1, w2, w3, a, u, sig, x_shape):
     gx = gh @ w1
     gx += gu @ w3
     return gx.reshape(x_shape), gh.T @ x2, gw2, gu.T @ x2
-    ### END SOLUTION
 
 
 class SwiGLU(Module):
@@ -286,10 +268,8 @@ class TransformerBlock(Module):
         self.mlp = MLP(embed_dim, int(mlp_ratio * embed_dim), dropout_prob, bias=bias)
 
     def forward(self, x, kv_cache=None):
-        ### BEGIN SOLUTION
         x = x + self.attn(self.ln1(x), kv_cache=kv_cache)
         return x + self.mlp(self.ln2(x))
-        ### END SOLUTION
 
 # %% ../../modules/10_transformers/transformers.py #19
 @dataclass
@@ -441,7 +421,6 @@ class GPT(Module):
 
     def reset_parameters(self):
         "GPT-2 initialisation: N(0, 0.02) weights, zero biases, residual projections scaled by 1/sqrt(2 * num_layers)."
-        ### BEGIN SOLUTION
         std = 0.02
         _normal_(self.token_embedding.weight, std)
         _normal_(self.position_embedding.weight, std)
@@ -450,7 +429,6 @@ class GPT(Module):
                              (block.mlp.fc1, std), (block.mlp.fc2, std / math.sqrt(2 * self.num_layers))):
                 _normal_(layer.weight, s)
                 if layer.bias is not None: layer.bias.data[...] = 0
-        ### END SOLUTION
 
     def _embed(self, ids, start=0):
         "Token plus position embeddings for ids (B, T) placed at positions start .. start + T - 1."
@@ -464,7 +442,6 @@ class GPT(Module):
         return self.ln_f(x)
 
     def forward(self, tokens, targets=None):
-        ### BEGIN SOLUTION
         ids, unbatched = _check_tokens(tokens, self.vocab_size, self.max_seq_len, "GPT")
         logits = self.lm_head(self._hidden(ids))
         if targets is not None:
@@ -475,7 +452,6 @@ class GPT(Module):
             loss = cross_entropy(logits, tgt.reshape(ids.shape))
         if unbatched: logits = logits.reshape(logits.shape[1:])
         return logits if targets is None else (logits, loss)
-        ### END SOLUTION
 
     def _new_caches(self, batch_size):
         head_dim = self.embed_dim // self.num_heads
@@ -508,7 +484,6 @@ def _check_generate_args(max_new_tokens, temperature, top_k):
 
 def sample_from_logits(logits, temperature=1.0, top_k=None, rng=None):
     "One token id per row of `logits` (B, V): argmax at temperature 0, else a draw from softmax(logits / T) over the top k."
-    ### BEGIN SOLUTION
     z = np.asarray(logits, dtype=np.float64)
     if temperature == 0: return z.argmax(axis=-1)
     z = z / temperature
@@ -521,13 +496,11 @@ def sample_from_logits(logits, temperature=1.0, top_k=None, rng=None):
     ids = (cdf <= u[:, None]).sum(axis=-1)                   # first index whose cumulative mass exceeds u
     last = z.shape[-1] - 1 - np.isfinite(z[:, ::-1]).argmax(axis=-1)
     return np.minimum(ids, last)                             # never past the last token that can be drawn
-    ### END SOLUTION
 
 
 def generate_tokens(model, prompt_tokens, max_new_tokens=50, temperature=1.0, top_k=None, seed=None, rng=None,
                     use_cache=True):
     "Autoregressive generation for GPT and TransformerLM (see GPT.generate): no graph, KV cache, context cropping."
-    ### BEGIN SOLUTION
     who = f"{type(model).__name__}.generate"
     _check_generate_args(max_new_tokens, temperature, top_k)
     ids, unbatched = _check_tokens(prompt_tokens, model.vocab_size, None, who)
@@ -556,12 +529,10 @@ def generate_tokens(model, prompt_tokens, max_new_tokens=50, temperature=1.0, to
     finally:
         model.train(was_training)
     return _wrap(out[0] if unbatched else out)
-    ### END SOLUTION
 
 # %% ../../modules/10_transformers/transformers.py #29
 def parameter_breakdown(cfg):
     "Parameters per component of the GPT that `cfg` describes (an OrderedDict ending with 'total'); allocates nothing."
-    ### BEGIN SOLUTION
     C, V, P, L, H = cfg.embed_dim, cfg.vocab_size, cfg.max_seq_len, cfg.num_layers, int(cfg.mlp_ratio * cfg.embed_dim)
     b = 1 if cfg.bias else 0
     rows = OrderedDict(token_embedding=V * C, position_embedding=P * C,
@@ -571,7 +542,6 @@ def parameter_breakdown(cfg):
                        lm_head=0)                    # tied to token_embedding
     rows["total"] = sum(rows.values())
     return rows
-    ### END SOLUTION
 
 
 def count_parameters(cfg):
@@ -658,7 +628,6 @@ def _require_hf_compatible(model):
 
 def load_hf_gpt2_state_dict(model, hf_state_dict):
     "Load a Hugging Face GPT-2 state dict (GPT2LMHeadModel or GPT2Model layout) into `model`; return the model."
-    ### BEGIN SOLUTION
     _require_hf_compatible(model)
     items = dict(hf_state_dict)
     prefixed = any(k.startswith("transformer.") for k in items)
@@ -699,12 +668,10 @@ def load_hf_gpt2_state_dict(model, hf_state_dict):
     ours["lm_head.weight"] = ours["token_embedding.weight"]
     model.load_state_dict(ours)
     return model
-    ### END SOLUTION
 
 
 def to_hf_gpt2_state_dict(model):
     "The model's weights as a Hugging Face GPT2LMHeadModel state dict (NumPy arrays, Conv1D weights transposed)."
-    ### BEGIN SOLUTION
     _require_hf_compatible(model)
     ours = dict(model._state_entries())
     out = OrderedDict()
@@ -713,7 +680,6 @@ def to_hf_gpt2_state_dict(model):
         out["transformer." + hf] = np.ascontiguousarray(arr.T) if transpose else arr.copy()
     out["lm_head.weight"] = out["transformer.wte.weight"].copy()
     return out
-    ### END SOLUTION
 
 
 def _gpt_from_hf_state_dict(cls, hf_state_dict, num_heads=None, dtype=None, **overrides):
@@ -782,7 +748,6 @@ class CausalSelfAttention(Module):
         self.rope = rope
 
     def forward(self, x, token_positions=None, kv_cache=None):
-        ### BEGIN SOLUTION
         if x.ndim < 2 or x.shape[-1] != self.d_model:
             raise ValueError(f"CausalSelfAttention: expected input of shape (..., seq_len, {self.d_model}), got {x.shape}")
         if kv_cache is not None and is_grad_enabled():
@@ -800,7 +765,6 @@ class CausalSelfAttention(Module):
         y = fused_qkv_attention(linear(x3, w_qkv), self.num_heads, True, None, cos, sin, 0.0, kv_cache)
         out = self.output_proj(y)
         return out if x.ndim == 3 else out.reshape(x.shape)
-        ### END SOLUTION
 
     def extra_repr(self):
         return f"d_model={self.d_model}, num_heads={self.num_heads}"
@@ -818,10 +782,8 @@ class TransformerBlockLM(Module):
         self.ffn = SwiGLU(d_model, d_ff)
 
     def forward(self, x, token_positions=None, kv_cache=None):
-        ### BEGIN SOLUTION
         x = x + self.attn(self.ln1(x), token_positions, kv_cache)
         return x + self.ffn(self.ln2(x))
-        ### END SOLUTION
 
 
 class TransformerLM(Module):
@@ -857,7 +819,6 @@ class TransformerLM(Module):
 
     def forward(self, tokens, token_positions=None):
         "Logits (..., T, vocab_size) for integer tokens (..., T); `token_positions` default to 0 .. T-1."
-        ### BEGIN SOLUTION
         ids = _as_ids(tokens, "TransformerLM: tokens")
         if ids.ndim == 0 or ids.shape[-1] == 0:
             raise ValueError(f"TransformerLM: tokens must have shape (..., seq_len) with seq_len >= 1, got {ids.shape}")
@@ -871,7 +832,6 @@ class TransformerLM(Module):
         pos = None if token_positions is None else _positions_2d(token_positions, lead, t, 0, "TransformerLM")
         logits = self.lm_head(self._hidden(ids2, pos))
         return logits.reshape(lead + (t, self.vocab_size))
-        ### END SOLUTION
 
     def _new_caches(self, batch_size):
         head_dim = self.d_model // self.num_heads

@@ -101,7 +101,6 @@ class CharTokenizer:
         """Token ids of `text`; raises `UnknownCharacterError` for a character not in the vocabulary."""
         _check_text(text)
         # hint: look each character up in self.stoi; on a miss, raise UnknownCharacterError for the first unknown one
-        ### BEGIN SOLUTION
         stoi = self.stoi
         try:
             return [stoi[c] for c in text]
@@ -110,16 +109,13 @@ class CharTokenizer:
                 if char not in stoi:
                     raise UnknownCharacterError(char, position, len(stoi)) from None
             raise
-        ### END SOLUTION
 
     def decode(self, ids) -> str:
         """The text of a 1-D sequence of token ids; raises `TokenIdError` for an id out of range."""
         ids = _check_token_ids(ids, len(self.itos))
         # hint: map each id through self.itos and join the characters
-        ### BEGIN SOLUTION
         itos = self.itos
         return "".join([itos[i] for i in ids])
-        ### END SOLUTION
 
     def save(self, path) -> None:
         """Write the vocabulary to a JSON file."""
@@ -175,7 +171,6 @@ def pretokenize(text: str) -> list:
 def merge_pair(ids: list, pair: tuple, new_id: int) -> list:
     """Replace every non-overlapping occurrence of `pair` in `ids`, left to right, by `new_id`."""
     # hint: walk an index i; where ids[i], ids[i + 1] equal the pair, emit new_id and step by two
-    ### BEGIN SOLUTION
     first, second = pair
     out, i, n = [], 0, len(ids)
     while i < n:
@@ -186,7 +181,6 @@ def merge_pair(ids: list, pair: tuple, new_id: int) -> list:
             out.append(ids[i])
             i += 1
     return out
-    ### END SOLUTION
 
 # %% ../../modules/07_tokenization/tokenization.py #20
 class BPETokenizer:
@@ -253,7 +247,6 @@ class BPETokenizer:
     def _bpe(self, piece: bytes) -> list:
         """Token ids of one pre-token: start from its bytes, apply the lowest-ranked merge until none applies."""
         # hint: start from self._byte_ids; pick the pair with the lowest rank in self._merge_table; merge_pair it
-        ### BEGIN SOLUTION
         ids = [self._byte_ids[b] for b in piece]
         table = self._merge_table
         while len(ids) > 1:
@@ -266,7 +259,6 @@ class BPETokenizer:
                 break
             ids = merge_pair(ids, best_pair, best[1])
         return ids
-        ### END SOLUTION
 
     def encode_ordinary(self, text: str) -> list:
         """Token ids of `text`, treating special-token text as ordinary text."""
@@ -379,7 +371,6 @@ def _fix_surrogates(text: str) -> str:
 def bytes_to_unicode() -> dict:
     """GPT-2's reversible map from each byte value (0..255) to a printable character."""
     # hint: bytes '!'..'~', '¡'..'¬' and '®'..'ÿ' map to themselves, the other 68 in order to chr(256), chr(257), ...
-    ### BEGIN SOLUTION
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
                  *range(ord("®"), ord("ÿ") + 1)]
     mapping = {b: chr(b) for b in printable}
@@ -389,7 +380,6 @@ def bytes_to_unicode() -> dict:
             mapping[b] = chr(256 + shifted)
             shifted += 1
     return dict(sorted(mapping.items()))
-    ### END SOLUTION
 
 
 def _read_gpt2_files(encoder_path, merges_path):
@@ -493,7 +483,6 @@ def train_bpe(text: str, vocab_size: int, special_tokens=(), pattern=None):
     for special in special_tokens:
         vocab[len(vocab)] = special.encode("utf-8")
     # hint: steps 3 to 5 above: pair counts, a heap with lazy deletion, and per-pair sets of pre-tokens to update
-    ### BEGIN SOLUTION
     token_ids = {token: i for i, token in vocab.items()}
     words = [list(piece.encode("utf-8")) for piece in counts]
     freqs = list(counts.values())
@@ -538,4 +527,3 @@ def train_bpe(text: str, vocab_size: int, special_tokens=(), pattern=None):
                 else:
                     del pair_counts[pair]
     return vocab, merges
-    ### END SOLUTION

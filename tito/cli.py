@@ -125,6 +125,47 @@ def export_cmd(
         out.print(f"{len(res.changed)} file(s) updated, {len(res.removed)} removed.")
 
 
+# --------------------------------------------------------------------- lab ----
+def lab_command(project: Project, paths: List[str], extra: List[str] = ()):
+    """``(argv, env)`` that start JupyterLab with the project's settings: ``.py`` notebooks open as
+    notebooks (``.jupyter/labconfig/default_setting_overrides.json`` sets jupytext's viewer)."""
+    import sys
+    env = dict(os.environ)
+    cfg = [str(project.jupyter_config_dir)] + [p for p in env.get("JUPYTER_CONFIG_PATH", "").split(os.pathsep) if p]
+    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(dict.fromkeys(cfg))
+    pp = [str(project.root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(pp))       # kernels import this checkout's tinytorch
+    return [sys.executable, "-m", "jupyter", "lab", *extra, *paths], env
+
+
+@app.command("lab", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def lab_cmd(
+    ctx: typer.Context,
+    paths: Optional[List[str]] = typer.Argument(None, help="Notebooks to open, e.g. workspace/01_tensor/tensor.py."),
+):
+    """Open JupyterLab with the notebooks (.py files) opening as notebooks. Other options go to jupyter lab."""
+    import importlib.util
+    import subprocess
+
+    project = _project()
+    for mod in ("jupyterlab", "jupytext"):
+        if importlib.util.find_spec(mod) is None:
+            fail(f"{mod} is not installed. Install it with: pip install -e \".[lab]\"")
+    paths = list(paths or [])
+    missing = [p for p in paths if not (project.root / p).exists() and not os.path.exists(p)]
+    if missing:
+        fail(f"No such file: {', '.join(missing)}")
+    rel = [project.rel(os.path.abspath(p)) if os.path.exists(p) else p for p in paths]
+    cmd, env = lab_command(project, rel, list(ctx.args))
+    out.print("Starting JupyterLab; .py notebooks open as notebooks (saving writes the .py). Stop it with Ctrl-C.")
+    try:
+        rc = subprocess.call(cmd, cwd=project.root, env=env)
+    except KeyboardInterrupt:
+        rc = 0
+    if rc:
+        raise typer.Exit(rc)
+
+
 # -------------------------------------------------------------------- test ----
 def _default_workers() -> int:
     return min(2, os.cpu_count() or 1)

@@ -251,7 +251,7 @@ def test_real_stubs_name_their_tests():
         msgs = re.findall(r"raise NotImplementedError\((['\"].*implement.*)\)", stub)
         assert len(msgs) == n
         named = [m for m in msgs if re.search(r"checked by (test_|tests/)", m)]
-        assert len(named) >= 0.5 * n, f"{mod.slug}: only {len(named)} of {n} stubs name a test"
+        assert len(named) >= 0.4 * n, f"{mod.slug}: only {len(named)} of {n} stubs name a test"
         assert all(f"tito module test {mod.number}" in m or f"tito test {mod.number}" in m for m in msgs)
 
 

@@ -132,3 +132,62 @@ def test_doctor_names_a_broken_package(cli, in_project):
     r = cli("doctor")
     assert r.exit_code == 1
     assert re.search(r"PROBLEM import tinytorch\s+fails: ModuleNotFoundError", r.output)
+
+
+# --------------------------------------------------------------------- lab ----
+def test_lab_server_loads_the_jupytext_viewer_for_py_files(tmp_path):
+    """Start JupyterLab exactly as `tito lab` does and ask the server for its settings: `.py` files
+    open with jupytext's 'Jupytext Notebook' viewer, not the text editor."""
+    import json
+    import os
+    import socket
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    import pytest
+    pytest.importorskip("jupyterlab")
+    pytest.importorskip("jupytext")
+    from tito.cli import lab_command
+    from tito.project import Project
+
+    root = Path(__file__).resolve().parent.parent
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd, env = lab_command(Project(root), [], ["--no-browser", f"--port={port}", "--ServerApp.token=t0k",
+                                                "--ServerApp.ip=127.0.0.1", "--ServerApp.open_browser=False"]
+                            + (["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []))
+    env["JUPYTER_CONFIG_DIR"] = str(tmp_path / "user-config")    # a fresh install: no user settings
+    env["JUPYTERLAB_SETTINGS_DIR"] = str(tmp_path / "user-settings")
+    env["JUPYTER_RUNTIME_DIR"] = str(tmp_path / "runtime")
+    p = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/lab/api/settings/@jupyterlab/docmanager-extension:plugin?token=t0k"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    data = json.load(r)
+                break
+            except OSError:
+                assert p.poll() is None, "jupyter lab exited"
+                assert time.monotonic() < deadline, "jupyter lab did not answer within 60 s"
+                time.sleep(0.3)
+        assert data["schema"]["properties"]["defaultViewers"]["default"] == {"python": "Jupytext Notebook"}
+        # and the viewer exists: jupytext's JupyterLab extension is installed and loaded
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab/api/settings/jupyterlab-jupytext:plugin"
+                                    "?token=t0k", timeout=5) as r:
+            assert r.status == 200
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
+
+
+def test_lab_without_jupyterlab_is_a_one_line_error(cli, in_project, monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "jupyterlab" else real(name, *a))
+    r = cli("lab")
+    assert r.exit_code == 1
+    assert r.output.strip() == 'jupyterlab is not installed. Install it with: pip install -e ".[lab]"'

@@ -26,8 +26,10 @@ def test_stub_replaces_solutions_and_keeps_the_rest():
     assert "SOLUTION" not in stub
     assert 'def add(a, b):\n    "Elementwise sum of two arrays."\n    raise NotImplementedError(' in stub
     assert ("        # Hint: multiply, do not add\n        raise NotImplementedError("
-            "'Module 1 (tensor): implement Box.scale - hint: multiply, do not add')") in stub
-    assert "implement add - hint: read the docstring and the tests of this module" in stub
+            "'Module 1 (tensor): implement Box.scale - hint: multiply, do not add - checked by test_scale: "
+            "tito module test 1 -k \"test_scale\"')") in stub
+    assert ("implement add - hint: read the docstring and the tests of this module - checked by test_add: "
+            "tito module test 1 -k \"test_add\"") in stub
     assert "def test_add():\n    assert add(1, 2) == 3" in stub     # the tests stay
     ast.parse(stub)
     # everything outside the solution blocks is unchanged
@@ -230,3 +232,98 @@ def test_real_module_01_round_trip(tmp_path, monkeypatch, cli):
     # apart from the header paths, the learner's export equals the reference export
     norm = lambda b: b.decode().replace("../../workspace/", "../../modules/")
     assert norm((root / "tinytorch" / "core" / "tensor.py").read_bytes()) == before["core/tensor.py"].decode()
+
+
+# ------------------------------------------- stubs name the tests that check them ----
+def test_stub_names_package_tests_when_no_notebook_test_mentions_it():
+    nb = TENSOR_NB.replace("def test_scale():\n    assert Box(2).scale(3).value == 6\n", "")
+    stub, _ = make_stub(nb, MOD1, tests={"tests/test_01_pkg.py": "def test_box_scales():\n"
+                                                                  "    assert Box(2).scale(3).value == 6\n"})
+    assert ("implement Box.scale - hint: multiply, do not add - checked by tests/test_01_pkg.py::test_box_scales: "
+            "tito test 1") in stub
+    assert "implement add - hint: read the docstring and the tests of this module - checked by test_add:" in stub
+
+
+def test_real_stubs_name_their_tests():
+    for mod in REAL.modules():
+        stub, n = make_stub(mod.notebook.read_text(encoding="utf-8"), mod, REAL.rel(mod.notebook),
+                            {REAL.rel(t): t.read_text(encoding="utf-8") for t in REAL.package_tests(mod)})
+        msgs = re.findall(r"raise NotImplementedError\((['\"].*implement.*)\)", stub)
+        assert len(msgs) == n
+        named = [m for m in msgs if re.search(r"checked by (test_|tests/)", m)]
+        assert len(named) >= 0.4 * n, f"{mod.slug}: only {len(named)} of {n} stubs name a test"
+        assert all(f"tito module test {mod.number}" in m or f"tito test {mod.number}" in m for m in msgs)
+
+
+# ----------------------------- re-completing a module re-checks what builds on it ----
+BREAKS_GRAD = "return np.add(a, b) if isinstance(a, int) else np.multiply(a, b)"
+
+
+def test_recompleting_module_1_rechecks_completed_module_2(cli, in_project):
+    root = in_project
+    pkg = root / "tinytorch"
+    ws1 = root / "workspace" / "01_tensor" / "tensor.py"
+    ws2 = root / "workspace" / "02_grad" / "grad.py"
+    cli("export")
+    for n, ws, slug, name in ((1, ws1, "01_tensor", "tensor"), (2, ws2, "02_grad", "grad")):
+        assert cli("module", "start", n).exit_code == 0
+        ws.write_text(_reference_filled(root, slug, name))
+        r = cli("module", "complete", n)
+        assert r.exit_code == 0, r.output
+    assert "All modules completed" in r.output
+    good = tree_bytes(pkg)
+
+    # a change to module 1 that passes module 1's own tests but breaks module 2
+    ws1.write_text(_reference_filled(root, "01_tensor", "tensor", lambda t: t.replace("return np.add(a, b)", BREAKS_GRAD)))
+    r = cli("module", "complete", 1)
+    assert r.exit_code == 1
+    assert ("Failing: workspace/02_grad/grad.py::test_square_grad, "
+            "tests/test_02_grad_pkg.py::test_square_grad_matches_finite_difference") in r.output
+    assert ("Your module 01 passes its own tests, but completed module(s) 02 (grad), which build on it, now fail. "
+            "Nothing was changed") in r.output
+    assert "tinytorch/ was restored exactly as it was; no progress was recorded." in r.output
+    assert tree_bytes(pkg) == good
+    r = cli("module", "status")
+    assert "Completed 2 of 2 modules." in r.output and "All modules completed" in r.output
+
+    # a harmless change re-checks module 2 and passes; Next is right (no 'tito module start 2')
+    ws1.write_text(_reference_filled(root, "01_tensor", "tensor",
+                                     lambda t: t.replace("return np.add(a, b)", "return np.add(a, b)  # v2")))
+    r = cli("module", "complete", 1)
+    assert r.exit_code == 0, r.output
+    assert "Re-checked the completed modules that build on it: 02 (grad)" in r.output
+    assert "tests/test_02_grad_pkg.py" in r.output
+    assert "Next: tito module start 2" not in r.output and "All modules completed" in r.output
+
+
+def test_status_never_counts_a_module_whose_package_code_changed_untested(cli, in_project):
+    root = in_project
+    ws1 = root / "workspace" / "01_tensor" / "tensor.py"
+    ws2 = root / "workspace" / "02_grad" / "grad.py"
+    cli("export")
+    for n, ws, slug, name in ((1, ws1, "01_tensor", "tensor"), (2, ws2, "02_grad", "grad")):
+        cli("module", "start", n)
+        ws.write_text(_reference_filled(root, slug, name))
+        assert cli("module", "complete", n).exit_code == 0
+    # the learner breaks module 2 in the workspace and runs plain `tito export`: untested code in tinytorch/
+    ws2.write_text(_reference_filled(root, "02_grad", "grad", lambda t: t.replace("return add(x, x)", "return x")))
+    assert cli("export").exit_code == 0
+    r = cli("module", "status")
+    assert re.search(r"01\s+tensor\s+tinytorch\.core\.tensor\s+completed\s*$", r.output, re.M), r.output
+    assert re.search(r"02\s+grad\s+tinytorch\.core\.grad\s+completed, not re-checked", r.output), r.output
+    assert "Completed 1 of 2 modules." in r.output
+    assert "Not counted: 02 (grad)." in r.output
+    assert "Next: tito module complete 2 (tinytorch/ changed since the tests of module 02 last passed)" in r.output
+    r = cli("module", "complete", 2)
+    assert r.exit_code == 1
+    r = cli("module", "status")
+    assert "Completed 1 of 2 modules." in r.output
+    ws2.write_text(_reference_filled(root, "02_grad", "grad"))
+    assert cli("module", "complete", 2).exit_code == 0
+    r = cli("module", "status")
+    assert "Completed 2 of 2 modules." in r.output and "not re-checked" not in r.output
+    # reset puts the reference code back: module 2 built on module 1's reference still counts
+    assert cli("module", "reset", 1).exit_code == 0
+    r = cli("module", "status")
+    assert "Completed 1 of 2 modules." in r.output and "not re-checked" not in r.output
+    assert "Next: finish workspace/01_tensor/tensor.py, then tito module complete 1" in r.output

@@ -39,7 +39,7 @@ from .project import Module, Project
 
 __all__ = ["ExportError", "ExportResult", "read_notebook", "check_notebook", "export",
            "plan_export", "build_export", "snapshot_package", "restore_package",
-           "is_generated", "generated_source"]
+           "is_generated", "generated_source", "notebook_location"]
 
 # Directives nbdev acts on, plus the ones notebooks may carry for documentation.
 EXPORT_DIRECTIVES = {"export", "exporti", "exports"}
@@ -207,6 +207,39 @@ def generated_source(path: Path, tree_root: Path) -> str | None:
         return None
     rel = os.path.relpath(os.path.normpath(path.parent / m.group(1)), tree_root)
     return Path(rel).as_posix()
+
+
+def notebook_location(path: Path, lineno: int, project: Project) -> tuple[str, int] | None:
+    """Map ``lineno`` of a generated file to ``(notebook, line)``: the notebook line it was exported from."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    if not 0 < lineno <= len(lines):
+        return None
+    hdr = next((i for i in range(lineno - 1, -1, -1) if lines[i].startswith("# %% ")), None)
+    if hdr is None:
+        return None
+    m = re.match(r"^# %% (.+?) #(\d+)\s*$", lines[hdr])
+    if not m:
+        return None
+    nb_path = (Path(path).parent / m.group(1)).resolve()
+    try:
+        nb = read_notebook(nb_path)
+        cell = nb.cells[int(m.group(2))]
+    except (ExportError, IndexError, OSError, ValueError):
+        return None
+    start = getattr(cell, "line_", None)
+    if start is None:
+        return None
+    want = lines[lineno - 1].strip()
+    src = cell.source.splitlines()
+    offset = lineno - 1 - hdr - 1                       # how far into the exported code
+    matches = [i for i, l in enumerate(src) if l.strip() == want]
+    if not matches:
+        return None
+    best = min(matches, key=lambda i: abs(i - offset))
+    return project.rel(nb_path), start + 1 + best
 
 
 def _iter_files(top: Path) -> Iterable[Path]:

@@ -20,12 +20,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .export import ExportError, _atomic_write, export, read_notebook, check_notebook, restore_package, snapshot_package
+from .export import ExportError, _atomic_write, export, read_notebook, check_notebook
+from .journal import LockBusy, transaction
 from .project import Module, Project
-from .testing import NO_TESTS, project_env, run_pytest
+from .testing import FAST, NO_TESTS, TimedOut, run_command, run_pytest
 
 __all__ = ["LearnerError", "Progress", "make_stub", "start", "complete", "reset", "package_sources",
-           "module_state", "backup", "sync_paired_ipynb", "CompleteResult"]
+           "module_state", "backup", "sync_paired_ipynb", "CompleteResult", "next_step", "module_digests",
+           "DEFAULT_TIMEOUT", "UNCHECKED"]
 
 BEGIN_RE = re.compile(r"^(?P<indent>[ \t]*)###\s*BEGIN SOLUTION\b.*$")
 END_RE = re.compile(r"^[ \t]*###\s*END SOLUTION\b.*$")
@@ -33,6 +35,10 @@ HINT_RE = re.compile(r"^[ \t]*#\s*hint\s*:\s*(?P<hint>.+?)\s*$", re.IGNORECASE)
 DEFAULT_HINT = "read the docstring and the tests of this module"
 
 COMPLETED, IN_PROGRESS, NOT_STARTED = "completed", "in progress", "not started"
+#: completed, but tinytorch/ changed since the tests last passed (e.g. a later `tito export`)
+UNCHECKED = "completed, not re-checked"
+#: seconds one `complete` test run may take before it is stopped (``--timeout``)
+DEFAULT_TIMEOUT = 300.0
 
 
 class LearnerError(Exception):
@@ -83,13 +89,75 @@ class Progress:
         _atomic_write_text(self.path, json.dumps(self.data, indent=2, sort_keys=True) + "\n")
 
 
-def module_state(project: Project, mod: Module, progress: Progress | None = None) -> str:
+def module_digests(project: Project) -> dict[int, str]:
+    """For each module number N, a sha256 over the package files of modules 1..N (and the
+    hand-written ones): what the tests of module N ran against. ``_modidx.py`` and empty
+    ``__init__.py`` files are left out (they change when any module is exported)."""
+    import hashlib
+    from .export import _iter_files, generated_source
+    lib = project.lib_path
+    by_mod: dict[int, list[bytes]] = {}
+    for p in _iter_files(lib):
+        if p.name == "_modidx.py" or (p.name == "__init__.py" and p.stat().st_size == 0):
+            continue
+        src = generated_source(p, project.root)
+        m = re.match(r"^(\d+)_", Path(src).parent.name) if src else None
+        n = int(m.group(1)) if m else 0
+        by_mod.setdefault(n, []).append(p.relative_to(lib).as_posix().encode() + b"\0" + p.read_bytes())
+    out, h = {}, hashlib.sha256()
+    done = set()
+    for mod in project.modules():
+        for n in sorted(k for k in by_mod if k <= mod.number and k not in done):
+            for item in by_mod[n]:
+                h.update(item + b"\0")
+            done.add(n)
+        out[mod.number] = h.copy().hexdigest()
+    return out
+
+
+def _record_verified(project: Project, progress: Progress) -> None:
+    """Remember what each completed module's passing tests ran against."""
+    digests = module_digests(project)
+    progress.data["verified"] = {m.slug: digests[m.number] for m in project.modules() if progress.completed(m)}
+
+
+def _checked(project: Project, progress: Progress, digests: dict[int, str] | None = None) -> dict[int, bool]:
+    """Module number -> True unless tinytorch/ changed since its tests last passed."""
+    ver = progress.data.get("verified")
+    mods = project.modules()
+    if not isinstance(ver, dict):
+        return {m.number: True for m in mods}            # progress from an older tito: nothing to compare
+    digests = digests or module_digests(project)
+    return {m.number: ver.get(m.slug) == digests.get(m.number) for m in mods}
+
+
+def module_state(project: Project, mod: Module, progress: Progress | None = None,
+                 checked: dict[int, bool] | None = None) -> str:
     progress = progress or Progress(project)
     if progress.completed(mod):
-        return COMPLETED
+        ok = (checked if checked is not None else _checked(project, progress)).get(mod.number, True)
+        return COMPLETED if ok else UNCHECKED
     if "started" in progress.entry(mod) or project.workspace_notebook(mod).is_file():
         return IN_PROGRESS
     return NOT_STARTED
+
+
+def next_step(project: Project, progress: Progress | None = None) -> str:
+    """What the learner does next, from the true state of every module."""
+    progress = progress or Progress(project)
+    checked = _checked(project, progress)
+    for m in project.modules():
+        state = module_state(project, m, progress, checked)
+        if state == COMPLETED:
+            continue
+        if state == UNCHECKED:
+            return (f"Next: tito module complete {m.number} (tinytorch/ changed since the tests of module "
+                    f"{m.label} last passed)")
+        ws = project.workspace_notebook(m)
+        if ws.is_file():
+            return f"Next: finish {project.rel(ws)}, then tito module complete {m.number}"
+        return f"Next: tito module start {m.number}"
+    return "All modules completed. Train your GPT: tito train"
 
 
 def package_sources(project: Project, progress: Progress | None = None) -> tuple[dict[int, Path], list[str]]:
@@ -132,15 +200,73 @@ def _enclosing(tree: ast.AST, line: int) -> str | None:
     return ".".join(best) if best else None
 
 
-def make_stub(text: str, mod: Module, name: str = "notebook") -> tuple[str, int]:
+def _test_references(text: str) -> dict[str, set[str]]:
+    """``test_*`` function name -> every name and attribute its body mentions."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return {}
+    out = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_"):
+            names = set()
+            for n in ast.walk(node):
+                if isinstance(n, ast.Name):
+                    names.add(n.id)
+                elif isinstance(n, ast.Attribute):
+                    names.add(n.attr)
+            out[node.name] = names
+    return out
+
+
+def _checked_by(what: str, own: dict[str, set[str]], others: dict[str, dict[str, set[str]]]) -> tuple[list, list]:
+    """Notebook tests and package tests (``path::name``) that mention the stubbed function."""
+    parts = what.split(".")
+    keys = {parts[-1]}
+    if len(parts) > 1 and (parts[-1].startswith("__") or parts[-1] in ("forward", "__call__")):
+        keys.add(parts[-2])            # a constructor or forward is reached through the class
+    hit = lambda t, refs: bool(keys & refs)
+    nb = [t for t, refs in own.items() if hit(t, refs)]
+    pkg = [f"{path}::{t}" for path, tests in others.items() for t, refs in tests.items() if hit(t, refs)]
+    if nb or pkg:
+        return nb, pkg
+    # a helper no test calls by name (e.g. a derivative rule in a table): match its stem,
+    # in what the tests mention or in their names ("_layer_norm_backward" -> "layer_norm")
+    stem = re.sub(r"_(backward|forward|impl|rows_?)$", "", parts[-1].strip("_"))
+    if len(stem) < 3:
+        return [], []
+    hit = lambda t, refs: stem in refs or stem in t
+    nb = [t for t, refs in own.items() if hit(t, refs)]
+    pkg = [f"{path}::{t}" for path, tests in others.items() for t, refs in tests.items() if hit(t, refs)]
+    return nb, pkg
+
+
+def _checked_by_text(mod: Module, nb: list[str], pkg: list[str]) -> str:
+    if nb:
+        shown = ", ".join(nb[:3]) + (f" and {len(nb) - 3} more" if len(nb) > 3 else "")
+        return f"checked by {shown}: tito module test {mod.number} -k \"{' or '.join(nb[:3])}\""
+    if pkg:
+        shown = ", ".join(pkg[:2]) + (f" and {len(pkg) - 2} more" if len(pkg) > 2 else "")
+        return f"checked by {shown}: tito test {mod.number}"
+    return f"checked by the tests of this module: tito module test {mod.number}"
+
+
+def make_stub(text: str, mod: Module, name: str = "notebook",
+              tests: dict[str, str] | None = None) -> tuple[str, int]:
     """Replace each solution block of ``text`` with ``raise NotImplementedError``.
 
-    Returns ``(stubbed_text, number_of_blocks)``. Signatures, docstrings, prose
-    and tests stay as they are."""
+    Each stub's message names the module, what to implement, the hint (a
+    ``# Hint:`` comment above the block), and the tests that check it: the
+    notebook's ``test_*`` functions that mention the function (or, failing
+    those, the package tests in ``tests``, a mapping of path to source), with
+    the command that runs them. Returns ``(stubbed_text, number_of_blocks)``.
+    Signatures, docstrings, prose and tests stay as they are."""
     try:
         tree = ast.parse(text)
     except SyntaxError as e:
         raise LearnerError(f"{name}: line {e.lineno}: {e.msg}; cannot make a learner copy of it.") from None
+    own = _test_references(text)
+    others = {path: _test_references(src) for path, src in (tests or {}).items()}
     lines = text.splitlines(keepends=True)
     out: list[str] = []
     i, count = 0, 0
@@ -173,6 +299,9 @@ def make_stub(text: str, mod: Module, name: str = "notebook") -> tuple[str, int]
             k -= 1
         eol = "\r\n" if lines[start].endswith("\r\n") else "\n"
         msg = f"Module {mod.number} ({mod.name}): implement {what} - hint: {hint}"
+        checked = _checked_by_text(mod, *_checked_by(what, own, others)) if what != "this cell" else ""
+        if checked:
+            msg += f" - {checked}"
         out.append(f"{m.group('indent')}raise NotImplementedError({msg!r}){eol}")
         i = j + 1
     stub = "".join(out)
@@ -239,10 +368,12 @@ class StartResult:
     backups: list[Path] = field(default_factory=list)
     ipynb: Path | None = None
     missing_before: list[Module] = field(default_factory=list)
+    recovered: str | None = None
 
 
 def _stub_for(project: Project, mod: Module) -> tuple[str, int]:
-    return make_stub(mod.notebook.read_text(encoding="utf-8"), mod, project.rel(mod.notebook))
+    tests = {project.rel(t): t.read_text(encoding="utf-8") for t in project.package_tests(mod)}
+    return make_stub(mod.notebook.read_text(encoding="utf-8"), mod, project.rel(mod.notebook), tests)
 
 
 def _write_workspace(project: Project, mod: Module, stub: str) -> Path:
@@ -251,7 +382,19 @@ def _write_workspace(project: Project, mod: Module, stub: str) -> Path:
     return dest
 
 
-def start(project: Project, mod: Module, force: bool = False, ipynb: bool = False) -> StartResult:
+def start(project: Project, mod: Module, force: bool = False, ipynb: bool = False,
+          on_wait=None) -> StartResult:
+    try:
+        with transaction(project, f"tito module start {mod.number}", on_wait=on_wait) as txn:
+            res = _start(project, mod, force, ipynb)
+            txn.commit()
+    except LockBusy as e:
+        raise LearnerError(str(e)) from None
+    res.recovered = txn.recovered
+    return res
+
+
+def _start(project: Project, mod: Module, force: bool, ipynb: bool) -> StartResult:
     ws = project.workspace_notebook(mod)
     backups = []
     stub, n = _stub_for(project, mod)   # fails before anything is touched
@@ -279,7 +422,8 @@ def start(project: Project, mod: Module, force: bool = False, ipynb: bool = Fals
 @dataclass
 class CompleteResult:
     ok: bool
-    stage: str = ""                 # which step failed: "order", "notebook", "export", "import", "package"
+    # which step failed: "order", "export", "import", "notebook", "dependents", "package" or "timeout"
+    stage: str = ""
     message: str = ""
     output: str = ""                # captured pytest/python output of the failing step
     failing: list[str] = field(default_factory=list)
@@ -287,6 +431,9 @@ class CompleteResult:
     targets: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     package_tests: list[str] = field(default_factory=list)
+    rechecked: list[Module] = field(default_factory=list)   # completed modules that build on this one
+    seconds: float = 0.0
+    restored: bool = False          # tinytorch/ had been changed and was put back
 
 
 def _failed_tests(output: str) -> list[str]:
@@ -304,9 +451,35 @@ def _pytest_failure(run, what: str) -> str:
     return f"{what} failed (pytest exit code {run.returncode})."
 
 
-def complete(project: Project, mod: Module) -> CompleteResult:
-    """Test the learner's notebook, export it, run the package tests of modules
-    1..N; on any failure put the package back byte for byte and record nothing."""
+def complete(project: Project, mod: Module, *, timeout: float = DEFAULT_TIMEOUT, all_tests: bool = False,
+             on_wait=None) -> CompleteResult:
+    """Test the learner's notebook, export it, and run the tests of every module that
+    depends on it; keep the result only if all pass.
+
+    Runs under the project lock and the on-disk journal (tito/journal.py): on any
+    failure, interruption or crash the package and the progress file go back byte
+    for byte. The tests that run: the learner's notebook of ``mod``, the workspace
+    notebooks of the completed modules after it (they build on it), and the package
+    tests ``tests/test_NN_*.py`` of every module up to the last completed one --
+    without the ``slow`` ones unless ``all_tests``. Each test run is stopped after
+    ``timeout`` seconds."""
+    t0 = time.monotonic()
+    try:
+        with transaction(project, f"tito module complete {mod.number}", on_wait=on_wait) as txn:
+            res = _complete(project, mod, timeout, all_tests)
+            if res.ok:
+                txn.commit()
+            else:
+                res.restored = bool(res.changed)
+    except LockBusy as e:
+        raise LearnerError(str(e)) from None
+    if txn.recovered:
+        res.notes.insert(0, txn.recovered)
+    res.seconds = time.monotonic() - t0
+    return res
+
+
+def _complete(project: Project, mod: Module, timeout: float, all_tests: bool) -> CompleteResult:
     progress = Progress(project)
     mods = project.modules()
     before = [m for m in mods if m.number < mod.number and not progress.completed(m)]
@@ -326,56 +499,83 @@ def complete(project: Project, mod: Module) -> CompleteResult:
     if left:
         notes.append(f"{rel_ws} still has {left} 'raise NotImplementedError' stub(s) from 'tito module start'.")
 
-    # 1. the learner's notebook: it must export cleanly and its tests must pass
+    # 1. the learner's notebook must export cleanly
     try:
         _, probs = check_notebook(read_notebook(ws), rel_ws)
     except ExportError as e:
         probs = [str(e)]
     if probs:
         return CompleteResult(False, "export", "Your notebook cannot be exported:\n" + "\n".join(probs), notes=notes)
-    run = run_pytest(project, ["-q", "--tb=short", "-rfE", "-p", "no:cacheprovider", rel_ws], capture=True)
-    if not run.ok:
-        return CompleteResult(False, "notebook", _pytest_failure(run, f"The tests in {rel_ws}"),
-                              run.output, _failed_tests(run.output), notes=notes)
 
-    # 2. export it and run the package tests; roll back on any failure
-    snapshot = snapshot_package(project)
-    ok = False
+    # 2. export it (the journal holds the previous package)
     try:
-        try:
-            res = export([mod], sources={mod.number: ws}, root=project)
-        except ExportError as e:
-            return CompleteResult(False, "export", f"Exporting {rel_ws} failed:\n{e}", notes=notes)
-        targets = [m.export_target(ws if m is mod else None) for m in mods if m.number <= mod.number]
-        targets = [t for t in targets if t]
-        imports = "; ".join(f"import {project.lib_name}.{t}" for t in targets) or f"import {project.lib_name}"
-        p = subprocess.run([sys.executable, "-c", f"import {project.lib_name}; {imports}"], cwd=project.root,
-                           env=project_env(project), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True, encoding="utf-8", errors="replace")
-        if p.returncode != 0:
-            return CompleteResult(False, "import", f"After exporting your code, '{imports}' fails.", p.stdout,
-                                  notes=notes)
-        tests = [t for m in mods if m.number <= mod.number for t in project.package_tests(m)]
-        rel_tests = [project.rel(t) for t in tests]
-        if tests:
-            run = run_pytest(project, ["-q", "--tb=short", "-rfE", "-p", "no:cacheprovider", *rel_tests],
-                             capture=True)
-            if not run.ok:
-                return CompleteResult(False, "package",
-                                      _pytest_failure(run, f"The package tests of modules 01..{mod.label}"),
-                                      run.output, _failed_tests(run.output), notes=notes)
+        exp = export([mod], sources={mod.number: ws}, root=project)
+    except ExportError as e:
+        return CompleteResult(False, "export", f"Exporting {rel_ws} failed:\n{e}", notes=notes)
+    res = CompleteResult(False, changed=exp.changed, targets=exp.outputs.get(mod.slug, []), notes=notes)
+
+    dependents = [m for m in mods if m.number > mod.number and progress.completed(m)]
+    res.rechecked = dependents
+    top = max([mod.number] + [m.number for m in dependents])
+    upto = [m for m in mods if m.number <= top]
+
+    # 3. the package imports (with a time limit: an exported cell may loop)
+    targets = [m.export_target(ws if m is mod else project.workspace_notebook(m) if m in dependents else None)
+               for m in upto]
+    imports = "; ".join(f"import {project.lib_name}.{t}" for t in targets if t) or f"import {project.lib_name}"
+    try:
+        p = run_command(project, [sys.executable, "-c", f"import {project.lib_name}; {imports}"], timeout=timeout,
+                        watch=True)
+    except TimedOut as e:
+        res.stage, res.message = "timeout", (f"'{imports}' did not finish: {e}. An exported cell runs forever "
+                                             "when the package is imported; look for an endless loop there.")
+        return res
+    if p.returncode != 0:
+        res.stage, res.message, res.output = "import", f"After exporting your code, '{imports}' fails.", p.output
+        return res
+
+    # 4. one test run: this notebook, the notebooks of completed modules built on it, package tests
+    nb_paths = [ws] + [project.workspace_notebook(m) for m in dependents
+                       if project.workspace_notebook(m).is_file()]
+    pkg = [t for m in upto for t in project.package_tests(m)]
+    res.package_tests = [project.rel(t) for t in pkg]
+    args = ["-q", "--tb=short", "-rfE", "-p", "no:cacheprovider", *([] if all_tests else FAST),
+            *[project.rel(x) for x in nb_paths + pkg]]
+    try:
+        run = run_pytest(project, args, capture=True, timeout=timeout)
+    except TimedOut as e:
+        res.stage = "timeout"
+        res.message = (f"The tests did not finish: {e}. Look for an endless loop there, or allow more time: "
+                       f"'tito module complete {mod.number} --timeout {int(timeout * 2)}'.")
+        return res
+    if not run.ok:
+        res.output, res.failing = run.output, _failed_tests(run.output)
+        mine = [f for f in res.failing if f.startswith(rel_ws)]
+        broken = [m for m in dependents
+                  if any(f.startswith((project.rel(project.workspace_notebook(m)),
+                                       *[project.rel(t) for t in project.package_tests(m)])) for f in res.failing)]
+        if mine or run.returncode == NO_TESTS:
+            res.stage, res.message = "notebook", _pytest_failure(run, f"The tests in {rel_ws}")
+        elif broken:
+            names = ", ".join(f"{m.label} ({m.name})" for m in broken)
+            res.stage = "dependents"
+            res.message = (f"Your module {mod.label} passes its own tests, but completed module(s) {names}, which "
+                           f"build on it, now fail. Nothing was changed: module(s) {names} stay completed with the "
+                           f"code that passed before.")
         else:
-            notes.append(f"There are no package tests (tests/test_NN_*.py) for modules 01..{mod.label}; "
-                         "only the import was checked.")
-        progress.mark(mod, completed=_now())
-        progress.mark(mod, source=rel_ws)
-        progress.save()
-        ok = True
-        return CompleteResult(True, changed=res.changed, targets=res.outputs.get(mod.slug, []), notes=notes,
-                              package_tests=rel_tests)
-    finally:
-        if not ok:
-            restore_package(snapshot, project)
+            res.stage, res.message = "package", _pytest_failure(run, f"The package tests of modules 01..{top:02d}")
+        return res
+    if not pkg:
+        notes.append(f"There are no package tests (tests/test_NN_*.py) for modules 01..{top:02d}; "
+                     "only the notebooks' tests ran.")
+
+    # 5. record it; the caller commits (the journal's commit point)
+    progress.mark(mod, completed=_now())
+    progress.mark(mod, source=rel_ws)
+    _record_verified(project, progress)
+    progress.save()
+    res.ok = True
+    return res
 
 
 # ------------------------------------------------------------------ reset ----
@@ -385,15 +585,28 @@ class ResetResult:
     changed: list[str] = field(default_factory=list)
     workspace: Path | None = None
     blocks: int = 0
+    recovered: str | None = None
 
 
-def reset(project: Project, mod: Module, workspace: bool = False) -> ResetResult:
+def reset(project: Project, mod: Module, workspace: bool = False, on_wait=None) -> ResetResult:
     """Put the reference export of ``mod`` back into the package (and, with
     ``workspace``, a fresh learner copy), after backing up the learner's file."""
+    try:
+        with transaction(project, f"tito module reset {mod.number}", on_wait=on_wait) as txn:
+            res = _reset(project, mod, workspace)
+            txn.commit()
+    except LockBusy as e:
+        raise LearnerError(str(e)) from None
+    res.recovered = txn.recovered
+    return res
+
+
+def _reset(project: Project, mod: Module, workspace: bool) -> ResetResult:
     ws = project.workspace_notebook(mod)
     res = ResetResult()
     stub, blocks = _stub_for(project, mod) if workspace else ("", 0)
     res.backups = [b for b in (backup(project, mod, ws), backup(project, mod, _paired_ipynb(ws))) if b]
+    was_checked = _checked(project, Progress(project))
     try:
         exp = export([mod], root=project)
     except ExportError as e:
@@ -402,6 +615,14 @@ def reset(project: Project, mod: Module, workspace: bool = False) -> ResetResult
     progress = Progress(project)
     progress.unmark(mod, "completed")
     progress.unmark(mod, "source")
+    if isinstance(progress.data.get("verified"), dict):
+        # the reference code of a module is correct by construction: the completed modules that were
+        # checked before still stand on it; the ones that were not stay not re-checked
+        ver = progress.data["verified"]
+        digests = module_digests(project)
+        for m in project.modules():
+            if progress.completed(m) and was_checked.get(m.number) and m.slug in ver:
+                ver[m.slug] = digests[m.number]
     if workspace:
         res.workspace, res.blocks = _write_workspace(project, mod, stub), blocks
         if _paired_ipynb(ws).exists():

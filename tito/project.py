@@ -175,6 +175,11 @@ class Project:
         avail = ", ".join(f"{m.label} {m.name}" for m in mods) or "none"
         raise ProjectError(f"No module {k!r}. Available modules: {avail}.")
 
+    @property
+    def jupyter_config_dir(self) -> Path:
+        """JupyterLab settings shipped with the project (``tito lab`` puts them on JUPYTER_CONFIG_PATH)."""
+        return self.root / ".jupyter"
+
     def workspace_notebook(self, mod: Module) -> Path:
         """The learner's copy of ``mod``: ``workspace/NN_name/name.py``."""
         return self.workspace_dir / mod.slug / f"{mod.name}.py"

@@ -37,16 +37,20 @@ from collections import OrderedDict
 from dataclasses import dataclass, asdict, fields
 
 import numpy as np
-from tinytorch.core.tensor import Tensor, record, get_rng, _wrap, DEFAULT_DTYPE
+from tinytorch.core.tensor import Tensor, record, replaceable, get_rng, DEFAULT_DTYPE
 from tinytorch.core.autograd import derivative
-from tinytorch.core.layers import Module, Parameter, Linear, Dropout, ModuleList, affine_rows
+from tinytorch.core.activations import gelu
+from tinytorch.core.layers import Module, Parameter, Linear, Dropout, ModuleList, linear
 from tinytorch.core.losses import cross_entropy
 from tinytorch.core.embeddings import Embedding, PositionalEmbedding, TokenIdRangeError
 from tinytorch.core.attention import MultiHeadAttention, KVCache
-from tinytorch.generation import generate as _generate
+from tinytorch import generation
 
 # %% [markdown]
 # ## LayerNorm
+#
+# How to test and complete this module from the shell: `tito module test 11` runs its tests,
+# `tito module complete 11` tests, exports and records it.
 #
 # LayerNorm (Ba et al., 2016) normalises each position's feature vector to zero mean and unit
 # variance, then applies a learned scale $\gamma$ and shift $\beta$:
@@ -54,102 +58,62 @@ from tinytorch.generation import generate as _generate
 # $$\mu = \tfrac1D\textstyle\sum_i x_i,\qquad \sigma^2 = \tfrac1D\sum_i (x_i-\mu)^2,\qquad
 # \hat x_i = \frac{x_i-\mu}{\sqrt{\sigma^2+\varepsilon}},\qquad y_i = \gamma_i \hat x_i + \beta_i .$$
 #
-# The variance is the biased one (divide by $D$), as in PyTorch. Written with module 01's
-# ops this is a dozen graph nodes, each with its own temporaries; as one fused op it is a
-# few passes over the data. The backward pass follows from $\hat x$ being invariant to
-# shifting and scaling $x$: with $r = 1/\sqrt{\sigma^2+\varepsilon}$ and
-# $\hat g = g\odot\gamma$,
-#
-# $$\frac{\partial L}{\partial x} = r\left(\hat g - \overline{\hat g} - \hat x\,\overline{\hat g\odot\hat x}\right),
-# \qquad \frac{\partial L}{\partial \gamma} = \textstyle\sum_n g\odot\hat x, \qquad \frac{\partial L}{\partial \beta} = \sum_n g,$$
-#
-# where the bars are means over the normalised features and $\sum_n$ runs over all other
-# positions. Both means are matrix-vector products: $\overline{\hat g} = (g\,\gamma)/D$ and
-# $\overline{\hat g\odot\hat x} = ((g\odot\hat x)\,\gamma)/D$, and $g\odot\hat x$ is needed for
-# $\partial L/\partial\gamma$ anyway, so the backward pass never forms $\hat g$ on its own.
-# Inputs of lower precision than float32 (float16) are normalised in float32 and
-# the result is cast back, as PyTorch does. Row sums and means go through BLAS (a
-# matrix-vector product with a vector of ones), which is several times faster than
-# `ndarray.sum` on a single core (PERF_NOTES).
+# The variance is the biased one (divide by $D$, `correction=0`), as in PyTorch. We write it
+# with module 01's ops, `mean`, `var`, `sqrt`, and autograd derives the backward pass.
+# Inputs of lower precision than float32 (float16) are normalised in float32 and the result
+# is cast back, as PyTorch does: `cast` is a one-line op whose gradient is the incoming
+# gradient cast back to the input's dtype. Module 16 replaces `layer_norm` by a fused kernel
+# with a hand-written backward pass, tested equal to this one.
 
 # %%
 #| export
-def _compute_dtype(dtype):
-    "float32 for float16 and float32 inputs, float64 for float64: norms never compute below float32."
-    return np.result_type(dtype, np.float32)
+def cast(x, dtype):
+    "x converted to `dtype` as a graph op (records 'cast'; its gradient is cast back to x's dtype)."
+    dtype = np.dtype(dtype)
+    if x.dtype == dtype: return x
+    return record("cast", x.data.astype(dtype), (x,), (x.dtype,))
 
 
-def _norm_rows(x, normalized_shape, op):
-    "Check `normalized_shape` against x's trailing dims; return x.data as (N, D) in the compute dtype."
+@derivative("cast")
+def _cast_backward(g, dtype):
+    return (g.astype(dtype),)
+
+
+def check_normalized_shape(x, normalized_shape, op):
+    "The trailing dims `normalized_shape` as a tuple, after checking x ends with them and is floating-point."
     shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
     if x.shape[len(x.shape) - len(shape):] != shape or len(shape) > x.ndim:
         raise ValueError(f"{op}: input of shape {x.shape} does not end with normalized_shape {shape}")
     if x.dtype.kind != "f":
         raise TypeError(f"{op}: expected a floating-point input, got dtype {x.dtype}")
-    d = int(np.prod(shape))
-    return x.data.reshape(-1, d).astype(_compute_dtype(x.dtype), copy=False), d
+    return shape
 
 
-def _row_mean(a, d):
-    "Mean of each row of a 2-D array, through BLAS: a @ ones / d, as an (N, 1) column."
-    return (a @ np.full(a.shape[1], 1.0 / d, dtype=a.dtype))[:, None]
-
-
-def _col_sum(a):
-    "Sum over rows of a 2-D array through BLAS: ones @ a."
-    return np.ones(a.shape[0], dtype=a.dtype) @ a
-
-
+@replaceable("layer_norm")
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
-    "Normalise over the trailing `normalized_shape` dims, then scale by `weight` and shift by `bias` (one fused op)."
+    """Normalise x over its trailing `normalized_shape` dims, then scale by `weight` and shift by `bias`.
+
+    Returns a tensor of x's shape and dtype. float16 input is computed in float32 (`cast`) and cast
+    back. Built from `mean`, `var(correction=0)`, `sqrt`, `*`, `+`: autograd derives the backward."""
+    axes = tuple(range(x.ndim - len(check_normalized_shape(x, normalized_shape, "layer_norm")), x.ndim))
     ### BEGIN SOLUTION
-    x2, d = _norm_rows(x, normalized_shape, "layer_norm")
-    xhat = x2 - _row_mean(x2, d)
-    rstd = _row_mean(xhat * xhat, d)
-    rstd += eps
-    np.sqrt(rstd, out=rstd)
-    np.divide(1.0, rstd, out=rstd)
-    xhat *= rstd
-    out = xhat * weight.data.reshape(-1) if weight is not None else xhat.copy()
-    if bias is not None: out += bias.data.reshape(-1)
-    out = out.reshape(x.shape).astype(x.dtype, copy=False)
-    inputs = (x,) + tuple(t for t in (weight, bias) if t is not None)
-    return record("layer_norm", out, inputs, (xhat, rstd, None if weight is None else weight.data.reshape(-1),
-                                              None if weight is None else weight.shape,
-                                              None if bias is None else bias.shape, x.shape))
+    h = cast(x, np.float32) if x.dtype == np.float16 else x
+    mu = h.mean(axis=axes, keepdims=True)
+    var = h.var(axis=axes, keepdims=True, correction=0)
+    y = (h - mu) / (var + eps).sqrt()
+    if weight is not None: y = y * weight
+    if bias is not None: y = y + bias
+    return cast(y, x.dtype)
     ### END SOLUTION
-
-
-@derivative("layer_norm")
-def _layer_norm_backward(g, xhat, rstd, w, w_shape, b_shape, x_shape):
-    ### BEGIN SOLUTION
-    d = xhat.shape[1]
-    g2 = g.reshape(xhat.shape).astype(xhat.dtype, copy=False)
-    gamma = np.ones(d, dtype=xhat.dtype) if w is None else w
-    p = g2 * xhat                                          # g ⊙ x̂, which dL/dγ needs anyway
-    grads = [None] if w is None else [None, _col_sum(p).reshape(w_shape)]
-    gamma_d = gamma / d
-    mean_g = (g2 @ gamma_d)[:, None]                       # mean of ĝ = g ⊙ γ: a product with γ itself
-    mean_gx = (p @ gamma_d)[:, None]                       # mean of ĝ ⊙ x̂
-    gx = g2 * gamma
-    gx -= mean_g
-    gx -= np.multiply(xhat, mean_gx, out=p)                # p's memory is free again once dL/dγ is taken
-    gx *= rstd
-    grads[0] = gx.reshape(x_shape)
-    if b_shape is not None: grads.append(_col_sum(g2).reshape(b_shape))
-    return tuple(grads)
-    ### END SOLUTION
-
-
-def _param_shape(normalized_shape):
-    return (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
 
 
 class LayerNorm(Module):
     "Layer normalisation over the trailing `normalized_shape` dims (weight 1, bias 0 at init), as torch.nn.LayerNorm."
     def __init__(self, normalized_shape, eps=1e-5, bias=True):
         super().__init__()
-        self.normalized_shape, self.eps = _param_shape(normalized_shape), eps
+        self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) \
+            else tuple(normalized_shape)
+        self.eps = eps
         self.weight = Parameter(np.ones(self.normalized_shape, dtype=DEFAULT_DTYPE))
         self.bias = Parameter(np.zeros(self.normalized_shape, dtype=DEFAULT_DTYPE)) if bias else None
 
@@ -161,7 +125,7 @@ class LayerNorm(Module):
 
 # %% [markdown]
 # The tests below check the forward pass against the formula, the backward pass against
-# finite differences (`gradcheck`, float64), and the float16 path. `tests/test_10_transformers.py`
+# finite differences (`gradcheck`, float64), and the float16 path. `tests/test_11_gpt.py`
 # compares values and gradients with `torch.nn.functional.layer_norm`.
 
 # %%
@@ -188,10 +152,15 @@ def test_layer_norm_half_computes_in_float32():
     y = layer_norm(x, 64)
     ref = layer_norm(Tensor(x.data, dtype=np.float64), 64).data
     assert y.dtype == np.float16 and np.abs(y.data - ref).max() < 5e-3
+    x.requires_grad = True
+    layer_norm(x, 64).sum().backward()
+    assert x.grad.dtype == np.float16 and np.abs(x.grad.data.astype(np.float32)).max() < 1e-2   # d(sum)/dx = 0
 
 def test_layer_norm_errors():
     with pytest.raises(ValueError, match=r"layer_norm: input of shape \(2, 4\) does not end with normalized_shape \(5,\)"):
         LayerNorm(5)(Tensor(np.ones((2, 4))))
+    with pytest.raises(TypeError, match="layer_norm: expected a floating-point input, got dtype int64"):
+        layer_norm(Tensor(np.ones((2, 4), dtype=np.int64)), 4)
 
 # %% [markdown]
 # ## The GPT-2 feed-forward network
@@ -202,61 +171,23 @@ def test_layer_norm_errors():
 # $$\mathrm{MLP}(x) = W_2\,\mathrm{GELU}(W_1 x + b_1) + b_2 .$$
 #
 # GPT-2 uses the tanh approximation of GELU (Hendrycks and Gimpel, 2016), which Hugging Face
-# calls `gelu_new`:
+# calls `gelu_new`, module 03's `gelu(h, approximate="tanh")`:
 #
 # $$\mathrm{GELU}(h) \approx \tfrac12 h\left(1+\tanh\!\big(\sqrt{2/\pi}\,(h + 0.044715\,h^3)\big)\right).$$
 #
-# With $t = \tanh(\cdot)$ its derivative is
-# $\tfrac12(1+t) + \tfrac12 h(1-t^2)\sqrt{2/\pi}\,(1 + 3\cdot0.044715\,h^2)$.
-# Forward keeps $a = \tfrac12(1+t)$ rather than $t$ (then $\mathrm{GELU}(h) = a\,h$, and
-# $1-t^2 = 4a(1-a)$), which turns the derivative into
-# $a + a(1-a)\,h\,(2k + 6kc\,h^2)$ with $k = \sqrt{2/\pi}$, $c = 0.044715$: nine array
-# passes in backward instead of eleven.
-#
-# The expanded activation is the largest tensor in the model (4x the residual stream), so
-# we fuse the first Linear and the GELU into one op, `linear_gelu`: one GEMM, the
-# activation computed in place, and in backward one pass that turns the incoming gradient
-# into the gradient of the pre-activation before the two GEMMs. It computes exactly what
-# `gelu(linear(x, W1, b1), approximate="tanh")` computes; only the bookkeeping is fused.
-# `h*h*h` instead of `h**3`: NumPy's float32 `power` is ~60x slower (PERF_NOTES).
+# The first Linear and the GELU are one function, `linear_gelu(x, weight, bias)` =
+# `gelu(linear(x, weight, bias), "tanh")`. The expanded activation is the largest tensor in
+# the model (4x the residual stream), and naming the pair lets module 16 replace it by one
+# fused op that computes the activation in place and turns the incoming gradient into the
+# pre-activation's gradient in one pass.
 
 # %%
 #| export
-_GELU_K = math.sqrt(2.0 / math.pi)
-_GELU_C = 0.044715
-
-
+@replaceable("linear_gelu")
 def linear_gelu(x, weight, bias=None):
-    "gelu_tanh(x @ weight.T + bias) over any leading dims, as one fused op (the first half of GPT-2's MLP)."
+    "gelu_tanh(x @ weight.T + bias) over any leading dims: module 04's linear, then module 03's tanh GELU."
     ### BEGIN SOLUTION
-    x2, h = affine_rows(x, weight, bias, "linear_gelu")
-    a = h * h
-    a *= _GELU_K * _GELU_C
-    a += _GELU_K
-    a *= h                                   # k (h + c h³)
-    np.tanh(a, out=a)
-    a += 1.0
-    a *= 0.5                                 # a = (1 + tanh) / 2, so gelu(h) = a h
-    out = (a * h).reshape(x.shape[:-1] + (weight.shape[0],))
-    inputs = (x, weight) if bias is None else (x, weight, bias)
-    return record("linear_gelu", out, inputs, (x2, weight.data, h, a, x.shape))
-    ### END SOLUTION
-
-
-@derivative("linear_gelu")
-def _linear_gelu_backward(g, x2, w, h, a, x_shape):
-    ### BEGIN SOLUTION
-    r = h * h                                # d gelu / d h = a + a (1 - a) h (2k + 6kc h²)
-    r *= 6.0 * _GELU_K * _GELU_C
-    r += 2.0 * _GELU_K
-    r *= h
-    dh = np.subtract(1.0, a)
-    dh *= a
-    dh *= r
-    dh += a
-    dh *= g.reshape(h.shape)                 # now the gradient of the pre-activation
-    gx = (dh @ w).reshape(x_shape)
-    return gx, dh.T @ x2, _col_sum(dh)
+    return gelu(linear(x, weight, bias), approximate="tanh")
     ### END SOLUTION
 
 
@@ -271,6 +202,7 @@ class MLP(Module):
         self.dropout = Dropout(dropout_prob)
 
     def forward(self, x):
+        "dropout(fc2(gelu_tanh(fc1(x)))), with fc1 and the GELU as one `linear_gelu` call; same shape as x."
         ### BEGIN SOLUTION
         return self.dropout(self.fc2(linear_gelu(x, self.fc1.weight, self.fc1.bias)))
         ### END SOLUTION
@@ -314,7 +246,7 @@ def test_mlp_structure_and_value():
 
 # %%
 #| export
-def _check_heads(embed_dim, num_heads, who, dim_name="embed_dim"):
+def check_heads(embed_dim, num_heads, who, dim_name="embed_dim"):
     if num_heads <= 0 or embed_dim <= 0:
         raise ValueError(f"{who}: {dim_name} and num_heads must be positive, got {dim_name}={embed_dim}, num_heads={num_heads}")
     if embed_dim % num_heads:
@@ -325,7 +257,7 @@ class TransformerBlock(Module):
     "Pre-norm GPT-2 block: x + attn(ln1(x)), then x + mlp(ln2(x))."
     def __init__(self, embed_dim, num_heads, mlp_ratio=4, dropout_prob=0.0, bias=True):
         super().__init__()
-        _check_heads(embed_dim, num_heads, "TransformerBlock")
+        check_heads(embed_dim, num_heads, "TransformerBlock")
         self.ln1 = LayerNorm(embed_dim, bias=bias)
         self.attn = MultiHeadAttention(embed_dim, num_heads, bias=bias, dropout=dropout_prob, causal=True)
         self.ln2 = LayerNorm(embed_dim, bias=bias)
@@ -375,7 +307,7 @@ class GPTConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"GPTConfig: {name} must be a positive integer, got {value!r}")
-        _check_heads(self.embed_dim, self.num_heads, "GPTConfig")
+        check_heads(self.embed_dim, self.num_heads, "GPTConfig")
         if self.mlp_ratio <= 0 or int(self.mlp_ratio * self.embed_dim) != self.mlp_ratio * self.embed_dim:
             raise ValueError(f"GPTConfig: mlp_ratio * embed_dim must be a positive integer, "
                              f"got {self.mlp_ratio} * {self.embed_dim}")
@@ -478,7 +410,7 @@ def test_config_presets_and_validation():
 
 # %%
 #| export
-def _as_ids(x, name):
+def as_token_ids(x, name):
     "Token ids as an integer ndarray (from a Tensor, array or list); a clear error for anything else."
     arr = x.data if isinstance(x, Tensor) else np.asarray(x)
     if arr.dtype.kind not in "iu":
@@ -486,7 +418,7 @@ def _as_ids(x, name):
     return arr
 
 
-def _to_numpy(value):
+def to_numpy(value):
     "An ndarray from a NumPy array, a tinytorch Tensor or a CPU torch tensor (without importing torch)."
     if isinstance(value, Tensor): return value.data
     if hasattr(value, "detach"):                                   # torch.Tensor, duck-typed
@@ -496,9 +428,9 @@ def _to_numpy(value):
     return np.asarray(value)
 
 
-def _check_tokens(tokens, vocab_size, max_seq_len, who):
+def check_tokens(tokens, vocab_size, max_seq_len, who):
     "Validate token ids of shape (B, T) or (T,); return them as a (B, T) int64 array and whether to unbatch."
-    ids = _as_ids(tokens, f"{who}: tokens")
+    ids = as_token_ids(tokens, f"{who}: tokens")
     if ids.ndim not in (1, 2):
         raise ValueError(f"{who}: tokens must have shape (batch, seq_len), or (seq_len,) for one sequence; "
                          f"got shape {ids.shape}")
@@ -509,11 +441,11 @@ def _check_tokens(tokens, vocab_size, max_seq_len, who):
     if max_seq_len is not None and ids.shape[1] > max_seq_len:
         raise ValueError(f"{who}: sequence length {ids.shape[1]} exceeds max_seq_len {max_seq_len}; "
                          f"crop the context to the last {max_seq_len} tokens")
-    _check_range(ids, vocab_size, who)
+    check_token_range(ids, vocab_size, who)
     return ids.astype(np.int64, copy=False), unbatched
 
 
-def _check_range(ids, vocab_size, who):
+def check_token_range(ids, vocab_size, who):
     lo, hi = int(ids.min()), int(ids.max())
     if lo < 0 or hi >= vocab_size:
         bad = lo if lo < 0 else hi
@@ -591,10 +523,10 @@ class GPT(Module):
 
     def forward(self, tokens, targets=None):
         ### BEGIN SOLUTION
-        ids, unbatched = _check_tokens(tokens, self.vocab_size, self.max_seq_len, "GPT")
+        ids, unbatched = check_tokens(tokens, self.vocab_size, self.max_seq_len, "GPT")
         logits = self.lm_head(self._hidden(ids))
         if targets is not None:
-            tgt = _as_ids(targets, "GPT: targets")
+            tgt = as_token_ids(targets, "GPT: targets")
             expected = ids.shape[1:] if unbatched else ids.shape
             if tgt.shape != expected:
                 raise ValueError(f"GPT: targets of shape {tgt.shape} do not match tokens of shape {expected}")
@@ -615,11 +547,10 @@ class GPT(Module):
     def generate(self, prompt_tokens, max_new_tokens=50, temperature=1.0, top_k=None, top_p=None, seed=None,
                  rng=None, use_cache=True, stop_tokens=None):
         "Continue `prompt_tokens` (B, T) or (T,) by `max_new_tokens` sampled tokens; greedy at temperature 0."
-        ids, _ = _check_tokens(prompt_tokens, self.vocab_size, None, "GPT.generate")
-        prompt = ids[0] if _as_ids(prompt_tokens, "GPT.generate: prompt_tokens").ndim == 1 else ids
-        out = _generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed=seed, rng=rng,
-                        use_cache=use_cache, stop_tokens=stop_tokens)
-        return _wrap(np.asarray(out, dtype=np.int64))
+        ids, unbatched = check_tokens(prompt_tokens, self.vocab_size, None, "GPT.generate")
+        out = generation.generate(self, ids[0] if unbatched else ids, max_new_tokens, temperature, top_k, top_p,
+                                  seed=seed, rng=rng, use_cache=use_cache, stop_tokens=stop_tokens)
+        return Tensor(np.asarray(out, dtype=np.int64), dtype=np.int64)
 
     # Hugging Face interop lives in module 13 (tinytorch.models.hf); these methods are where a
     # Hugging Face user looks for it, and they import that module only when called.

@@ -29,14 +29,15 @@ import math
 import numpy as np
 from collections import OrderedDict
 
-from tinytorch.core.tensor import Tensor, record, get_rng, _wrap, cat, DEFAULT_DTYPE
-from tinytorch.core.autograd import derivative, no_grad, is_grad_enabled
+from tinytorch.core.tensor import Tensor, replaceable, get_rng, cat, DEFAULT_DTYPE
+from tinytorch.core.autograd import no_grad, is_grad_enabled
+from tinytorch.core.activations import silu
 from tinytorch.core.layers import Module, Parameter, Linear, ModuleList, StateDictError, linear
 from tinytorch.core.embeddings import Embedding, RotaryEmbedding
 from tinytorch.core.attention import KVCache, fused_qkv_attention
-from tinytorch.generation import generate as _generate
-from tinytorch.models.transformer import (_norm_rows, _row_mean, _col_sum,
-                                          _check_heads, _check_tokens, _check_range, _as_ids, _to_numpy)
+from tinytorch import generation
+from tinytorch.models.transformer import (cast, check_normalized_shape, check_heads, check_tokens,
+                                          check_token_range, as_token_ids, to_numpy)
 
 # %%
 import pytest
@@ -54,9 +55,9 @@ def _t(*shape, seed=0, dtype=np.float64, scale=1.0):
 #
 # $$y_i = \gamma_i\,\frac{x_i}{\mathrm{RMS}(x)},\qquad \mathrm{RMS}(x) = \sqrt{\tfrac1D\textstyle\sum_i x_i^2 + \varepsilon}.$$
 #
-# It is cheaper than LayerNorm and works as well in practice. The gradient is LayerNorm's
-# without the mean term: with $r = 1/\mathrm{RMS}(x)$, $\hat x = r x$ and $\hat g = g\odot\gamma$,
-# $\partial L/\partial x = r(\hat g - \hat x\,\overline{\hat g\odot\hat x})$.
+# It is cheaper than LayerNorm and works as well in practice. Written with module 01's ops
+# (`*`, `mean`, `sqrt`, `/`), autograd derives its backward pass; module 16 replaces it by a
+# fused kernel whose gradient is LayerNorm's without the mean term.
 #
 # The squares of float16 activations overflow easily (65504 is float16's largest value, so
 # any $|x_i| > 256$ overflows $x_i^2$), which is why CS336 and LLaMA upcast to float32 inside
@@ -64,34 +65,18 @@ def _t(*shape, seed=0, dtype=np.float64, scale=1.0):
 
 # %%
 #| export
+@replaceable("rms_norm")
 def rms_norm(x, normalized_shape, weight=None, eps=1e-5):
-    "x / sqrt(mean(x^2) + eps) * weight over the trailing `normalized_shape` dims, computed in >= float32 (one fused op)."
-    ### BEGIN SOLUTION
-    x2, d = _norm_rows(x, normalized_shape, "rms_norm")
-    rstd = _row_mean(x2 * x2, d)
-    rstd += eps
-    np.sqrt(rstd, out=rstd)
-    np.divide(1.0, rstd, out=rstd)
-    xhat = x2 * rstd
-    out = xhat * weight.data.reshape(-1) if weight is not None else xhat.copy()
-    out = out.reshape(x.shape).astype(x.dtype, copy=False)
-    inputs = (x,) if weight is None else (x, weight)
-    return record("rms_norm", out, inputs, (xhat, rstd, None if weight is None else weight.data.reshape(-1),
-                                            None if weight is None else weight.shape, x.shape))
-    ### END SOLUTION
+    """x / sqrt(mean(x^2) + eps) * weight over the trailing `normalized_shape` dims.
 
-
-@derivative("rms_norm")
-def _rms_norm_backward(g, xhat, rstd, w, w_shape, x_shape):
+    Returns a tensor of x's shape and dtype; float16 input is computed in float32 (module 11's `cast`)
+    and cast back. Built from `*`, `mean`, `sqrt`, `/`: autograd derives the backward."""
+    axes = tuple(range(x.ndim - len(check_normalized_shape(x, normalized_shape, "rms_norm")), x.ndim))
     ### BEGIN SOLUTION
-    d = xhat.shape[1]
-    g2 = g.reshape(xhat.shape).astype(xhat.dtype, copy=False)
-    gxhat = g2 * w if w is not None else g2.copy()
-    proj = _row_mean(gxhat * xhat, d)
-    gxhat -= xhat * proj
-    gxhat *= rstd
-    if w is None: return (gxhat.reshape(x_shape),)
-    return gxhat.reshape(x_shape), _col_sum(g2 * xhat).reshape(w_shape)
+    h = cast(x, np.float32) if x.dtype == np.float16 else x
+    y = h / ((h * h).mean(axis=axes, keepdims=True) + eps).sqrt()
+    if weight is not None: y = y * weight
+    return cast(y, x.dtype)
     ### END SOLUTION
 
 
@@ -134,15 +119,11 @@ def test_rms_norm_half_does_not_overflow():
 #
 # with no biases. Three matrices instead of two, so to keep the parameter count of a 4x MLP
 # the hidden size is about $\tfrac83 d_\text{model}$; we round it *up* to a multiple of 64,
-# which suits matrix-multiply kernels (CS336's convention). With $s = \mathrm{SiLU}(a)$,
-# $u = W_3x$ and $\hat g = W_2^\top g$ the backward pass is
-#
-# $$\frac{\partial L}{\partial a} = \hat g\odot u\odot\sigma(a)\big(1 + a(1-\sigma(a))\big),\qquad
-# \frac{\partial L}{\partial u} = \hat g\odot s,$$
-#
-# then the usual Linear rules. As one fused op the three GEMMs, the gate and the five
-# backward GEMMs share their temporaries. The sigmoid is computed as
-# $\tfrac12(1+\tanh(a/2))$, which never overflows.
+# which suits matrix-multiply kernels (CS336's convention). The function is
+# $W_2(\mathrm{SiLU}(W_1x)\odot W_3x)$,
+# and it is written exactly so, with module 04's `linear` and module 03's `silu`; module 16
+# replaces it by one fused op whose three forward and five backward GEMMs share their
+# temporaries.
 
 # %%
 #| export
@@ -151,44 +132,16 @@ def swiglu_hidden_dim(d_model, multiple_of=64):
     return multiple_of * -(-(8 * d_model) // (3 * multiple_of))
 
 
+@replaceable("swiglu")
 def swiglu(x, w1, w2, w3):
-    "w2 @ (silu(w1 @ x) * (w3 @ x)) over any leading dims, no biases, as one fused op."
-    ### BEGIN SOLUTION
-    d = w1.shape[1]
-    if x.shape[-1:] != (d,):
+    """w2 @ (silu(w1 @ x) * (w3 @ x)) over any leading dims, no biases: module 04's linear and module 03's silu.
+
+    x is (..., d_model), w1 and w3 (d_ff, d_model), w2 (d_model, d_ff); returns (..., d_model)."""
+    if x.shape[-1:] != (w1.shape[1],):
         raise ValueError(f"swiglu: input of shape {x.shape} does not match w1 of shape {w1.shape}; "
-                         f"expected last dimension {d}")
-    x2 = x.data.reshape(-1, d)
-    a = x2 @ w1.data.T
-    u = x2 @ w3.data.T
-    sig = a * 0.5
-    np.tanh(sig, out=sig)
-    sig += 1.0
-    sig *= 0.5
-    h = a * sig
-    h *= u
-    out = (h @ w2.data.T).reshape(x.shape[:-1] + (w2.shape[0],))
-    return record("swiglu", out, (x, w1, w2, w3), (x2, w1.data, w2.data, w3.data, a, u, sig, x.shape))
-    ### END SOLUTION
-
-
-@derivative("swiglu")
-def _swiglu_backward(g, x2, w1, w2, w3, a, u, sig, x_shape):
+                         f"expected last dimension {w1.shape[1]}")
     ### BEGIN SOLUTION
-    g2 = g.reshape(-1, w2.shape[0])
-    s = a * sig                                   # silu(a)
-    gw2 = g2.T @ (s * u)
-    gh = g2 @ w2
-    gu = gh * s
-    ds = 1.0 - sig                                # d silu / d a = sig * (1 + a * (1 - sig))
-    ds *= a
-    ds += 1.0
-    ds *= sig
-    gh *= u
-    gh *= ds                                      # gradient of a
-    gx = gh @ w1
-    gx += gu @ w3
-    return gx.reshape(x_shape), gh.T @ x2, gw2, gu.T @ x2
+    return linear(silu(linear(x, w1)) * linear(x, w3), w2)
     ### END SOLUTION
 
 
@@ -269,7 +222,7 @@ def _trunc_normal_(param, std):
 def _positions_2d(token_positions, lead, t, start, who):
     "Token positions as (T,) or (N, T) int arrays matching x reshaped to (N, T, C)."
     if token_positions is None: return np.arange(start, start + t)
-    pos = _as_ids(token_positions, f"{who}: token_positions")
+    pos = as_token_ids(token_positions, f"{who}: token_positions")
     if pos.shape[-1:] != (t,):
         raise ValueError(f"{who}: token_positions of shape {pos.shape} must end with seq_len {t}")
     if pos.ndim == 1: return pos
@@ -285,7 +238,7 @@ class CausalSelfAttention(Module):
     "Causal multi-head self-attention with separate q/k/v/output projections (no bias) and optional RoPE."
     def __init__(self, d_model, num_heads, rope=None):
         super().__init__()
-        _check_heads(d_model, num_heads, "CausalSelfAttention", "d_model")
+        check_heads(d_model, num_heads, "CausalSelfAttention", "d_model")
         self.d_model, self.num_heads, self.head_dim = d_model, num_heads, d_model // num_heads
         self.q_proj = Linear(d_model, d_model, bias=False)
         self.k_proj = Linear(d_model, d_model, bias=False)
@@ -325,7 +278,7 @@ class TransformerBlockLM(Module):
     "Pre-norm LLaMA block (CS336 signature): x + attn(ln1(x)), then x + ffn(ln2(x)) with RMSNorm, RoPE and SwiGLU."
     def __init__(self, d_model, num_heads, d_ff, max_seq_len, theta, rope=None):
         super().__init__()
-        _check_heads(d_model, num_heads, "TransformerBlockLM", "d_model")
+        check_heads(d_model, num_heads, "TransformerBlockLM", "d_model")
         rope = RotaryEmbedding(d_model // num_heads, theta, max_seq_len) if rope is None else rope
         self.ln1 = RMSNorm(d_model)
         self.attn = CausalSelfAttention(d_model, num_heads, rope)
@@ -343,7 +296,7 @@ class TransformerLM(Module):
     "LLaMA-style decoder (CS336): embeddings, RMSNorm/RoPE/SwiGLU blocks, final RMSNorm, untied lm_head."
     def __init__(self, vocab_size, context_length, d_model, num_layers, num_heads, d_ff=None, rope_theta=10000.0):
         super().__init__()
-        _check_heads(d_model, num_heads, "TransformerLM", "d_model")
+        check_heads(d_model, num_heads, "TransformerLM", "d_model")
         d_ff = swiglu_hidden_dim(d_model) if d_ff is None else d_ff
         self.vocab_size, self.context_length, self.d_model = vocab_size, context_length, d_model
         self.num_layers, self.num_heads, self.d_ff, self.rope_theta = num_layers, num_heads, d_ff, rope_theta
@@ -373,14 +326,14 @@ class TransformerLM(Module):
     def forward(self, tokens, token_positions=None):
         "Logits (..., T, vocab_size) for integer tokens (..., T); `token_positions` default to 0 .. T-1."
         ### BEGIN SOLUTION
-        ids = _as_ids(tokens, "TransformerLM: tokens")
+        ids = as_token_ids(tokens, "TransformerLM: tokens")
         if ids.ndim == 0 or ids.shape[-1] == 0:
             raise ValueError(f"TransformerLM: tokens must have shape (..., seq_len) with seq_len >= 1, got {ids.shape}")
         t = ids.shape[-1]
         if t > self.context_length:
             raise ValueError(f"TransformerLM: sequence length {t} exceeds context_length {self.context_length}; "
                              f"crop the context to the last {self.context_length} tokens")
-        _check_range(ids, self.vocab_size, "TransformerLM")
+        check_token_range(ids, self.vocab_size, "TransformerLM")
         lead = ids.shape[:-1]
         ids2 = ids.reshape(-1, t)
         pos = None if token_positions is None else _positions_2d(token_positions, lead, t, 0, "TransformerLM")
@@ -400,11 +353,10 @@ class TransformerLM(Module):
     def generate(self, prompt_tokens, max_new_tokens=50, temperature=1.0, top_k=None, top_p=None, seed=None,
                  rng=None, use_cache=True, stop_tokens=None):
         "Continue `prompt_tokens` (B, T) or (T,) like GPT.generate (module 10's loop: KV cache, no graph, cropping)."
-        ids, _ = _check_tokens(prompt_tokens, self.vocab_size, None, "TransformerLM.generate")
-        prompt = ids[0] if _as_ids(prompt_tokens, "TransformerLM.generate: prompt_tokens").ndim == 1 else ids
-        out = _generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed=seed, rng=rng,
-                        use_cache=use_cache, stop_tokens=stop_tokens)
-        return _wrap(np.asarray(out, dtype=np.int64))
+        ids, unbatched = check_tokens(prompt_tokens, self.vocab_size, None, "TransformerLM.generate")
+        out = generation.generate(self, ids[0] if unbatched else ids, max_new_tokens, temperature, top_k, top_p,
+                                  seed=seed, rng=rng, use_cache=use_cache, stop_tokens=stop_tokens)
+        return Tensor(np.asarray(out, dtype=np.int64), dtype=np.int64)
 
     def extra_repr(self):
         return (f"vocab_size={self.vocab_size}, context_length={self.context_length}, d_model={self.d_model}, "
@@ -425,8 +377,8 @@ def _bind_weights(model, weights, who):
     params = OrderedDict(model._state_entries())
     missing = [k for k in params if k not in weights]
     unexpected = [k for k in weights if k not in params]
-    wrong = [f"{k} expected {params[k].shape}, got {tuple(np.shape(_to_numpy(weights[k])))}"
-             for k in params if k in weights and tuple(np.shape(_to_numpy(weights[k]))) != params[k].shape]
+    wrong = [f"{k} expected {params[k].shape}, got {tuple(np.shape(to_numpy(weights[k])))}"
+             for k in params if k in weights and tuple(np.shape(to_numpy(weights[k]))) != params[k].shape]
     if missing or unexpected or wrong:
         parts = ([f"missing keys: {', '.join(missing)}"] if missing else []) + \
                 ([f"unexpected keys: {', '.join(unexpected)}"] if unexpected else []) + \
@@ -436,7 +388,7 @@ def _bind_weights(model, weights, who):
     for name, value in weights.items():
         owner, _, attr = name.rpartition(".")
         if not isinstance(value, Tensor):
-            arr = _to_numpy(value)
+            arr = to_numpy(value)
             value = Tensor(arr, dtype=arr.dtype)
         setattr(modules[owner], attr, value)
     return model

@@ -28,7 +28,7 @@ from collections import OrderedDict
 
 import numpy as np
 from tinytorch.core.layers import StateDictError
-from tinytorch.models.transformer import GPT, GPTConfig, _to_numpy
+from tinytorch.models.transformer import GPT, GPTConfig, to_numpy as _to_numpy
 
 # %%
 import pytest

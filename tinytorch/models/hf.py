@@ -10,7 +10,7 @@ from collections import OrderedDict
 
 import numpy as np
 from ..core.layers import StateDictError
-from .transformer import GPT, GPTConfig, _to_numpy
+from .transformer import GPT, GPTConfig, to_numpy as _to_numpy
 
 # %% ../../modules/13_interop/interop.py #5
 _HF_BLOCK = (("ln_1.weight", "ln1.weight", False), ("ln_1.bias", "ln1.bias", False),

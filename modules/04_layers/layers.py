@@ -23,6 +23,12 @@
 # Names follow PyTorch's `torch.nn.Module`, so state dicts move between the two frameworks
 # unchanged: `Linear.weight` has PyTorch's shape `(out_features, in_features)`.
 
+
+# %% [markdown]
+# **How to test and complete.** Every group of functions is followed by its tests. From the
+# shell, `tito module test 4` runs this notebook's tests and `tito module complete 4`
+# tests your notebook, exports it into the `tinytorch` package and runs the package tests.
+
 # %%
 #| default_exp core.layers
 
@@ -300,7 +306,7 @@ def test_module_errors():
 # $y = x W^\top + b$ with $W$ of shape `(out_features, in_features)`. The input may have any
 # number of leading dimensions `(..., in_features)`. We flatten them into one so that the
 # whole layer is a single matrix multiplication: a 3-D `matmul` would run one small GEMM per
-# batch row, which on a GPT is more than twice as slow (PERF_NOTES). Backward, with the
+# batch row, which is much slower. Backward, with the
 # input flattened to $X$ of shape `(N, in)` and the gradient $G$ of shape `(N, out)`:
 #
 # $$\frac{\partial L}{\partial X} = G W, \qquad \frac{\partial L}{\partial W} = G^\top X, \qquad \frac{\partial L}{\partial b} = \textstyle\sum_n G_n.$$
@@ -636,3 +642,14 @@ if __name__ == "__main__":
     mlp = Sequential(Linear(2, 8), Linear(8, 1))
     print(mlp)
     print("parameters:", mlp.num_parameters())
+
+# %% [markdown]
+# ## Experiments to try
+#
+# 1. Build `Linear(100, 10)` and print the largest absolute weight for several seeds: it stays
+#    just below 1/sqrt(100) = 0.1, the bound of PyTorch's initialisation.
+# 2. Tie two layers' weights (`b.weight = a.weight`) and compare `num_parameters()` with
+#    `len(state_dict())`: the tied weight is counted once but saved under both names.
+# 3. Apply `Dropout(0.5)` to `ones((1000,))` in training mode and in `eval()` mode: in training
+#    about half the values are 0 and the rest 2, so the mean stays near 1; in eval the input
+#    comes back unchanged.

@@ -27,6 +27,12 @@
 # and integer targets of shape `(...)`, which is exactly what a language model produces:
 # logits `(B, T, V)` and targets `(B, T)`. For 2-D input `(N, C)` the two agree.
 
+
+# %% [markdown]
+# **How to test and complete.** Every group of functions is followed by its tests. From the
+# shell, `tito module test 5` runs this notebook's tests and `tito module complete 5`
+# tests your notebook, exports it into the `tinytorch` package and runs the package tests.
+
 # %%
 #| default_exp core.losses
 
@@ -372,3 +378,14 @@ if __name__ == "__main__":
     loss.backward()
     print("loss", loss.item(), "(uniform guess would be ln 3 =", np.log(3), ")")
     print("grad = (softmax - onehot) / N:\n", logits.grad)
+
+# %% [markdown]
+# ## Experiments to try
+#
+# 1. Compute `cross_entropy` of all-zero logits over C classes: the loss is exactly log C, the
+#    loss of a model that guesses uniformly (a freshly initialised GPT starts near log 65 = 4.17
+#    on characters).
+# 2. Raise `label_smoothing` from 0 to 0.3 on confident, correct logits: the loss grows, because
+#    smoothing penalises putting all the probability on one class.
+# 3. Mark half the targets with `ignore_index` and check that the mean loss equals the mean over
+#    the other half alone.

@@ -44,6 +44,12 @@
 #   and the step counters, so a checkpoint restored into a fresh optimizer continues the
 #   run bit for bit.
 
+
+# %% [markdown]
+# **How to test and complete.** Every group of functions is followed by its tests. From the
+# shell, `tito module test 6` runs this notebook's tests and `tito module complete 6`
+# tests your notebook, exports it into the `tinytorch` package and runs the package tests.
+
 # %%
 #| default_exp core.optimizers
 
@@ -608,17 +614,13 @@ def weight_decay_groups(params, weight_decay):
 # arrays are views into two buffers per dtype and thread, each as large as the largest
 # parameter and shared by all parameters that thread updates (`Optimizer._tmp`).
 #
-# A further trick, used by fused optimizers, keeps all parameters, gradients and moments in
+# Fused optimizers go one step further and keep all parameters, gradients and moments in
 # one flat vector each, so that a step is a dozen long vector operations instead of a dozen
-# per parameter. We measured it on the parameter shapes of the reference GPT (52 tensors,
-# 0.81 M float32 numbers): per-parameter updates take about 1.8 ms per step, one flat vector
-# 1.6 ms in the same run. We also built the full version, each group's parameters moved into
-# one vector (every `p.data` a view of it), updated in 256 K-element pieces on two threads:
-# inside the two-thread training step the update fell from 1.9 to 1.55 ms, 1 % of the step,
-# and on the 10.7 M-parameter config B it was slower (16 against 15 ms), since long vector
-# passes stream every array through memory while one parameter's arrays stay in cache.
-# One percent does not pay for replacing every `p.data` behind the model's back, so we keep
-# the readable per-parameter form.
+# per parameter. For a small GPT the optimizer is a small share of the training step, and on
+# larger models long vector passes stream every array through memory while one parameter's
+# arrays stay in cache; the gain does not pay for replacing every `p.data` behind the
+# model's back, so we keep the readable per-parameter form (`benchmarks/train_step.py`
+# measures the whole step).
 
 # %% [markdown]
 # ## Tests
@@ -760,3 +762,14 @@ if __name__ == "__main__":
             opt.step()
             if step % 100 == 0 or step == 299:
                 print(f"{type(opt).__name__:5s} step {step:3d}  loss {loss.item():.5f}  grad norm {norm.item():.3f}")
+
+# %% [markdown]
+# ## Experiments to try
+#
+# 1. Minimise (w - 3)² with `SGD(lr=0.1)` and with `SGD(lr=0.1, momentum=0.9)` for 50 steps:
+#    momentum overshoots and oscillates around 3 before settling, plain SGD creeps towards it
+#    monotonically.
+# 2. Give Adam gradients of 1e-6 and of 1e3 on two weights: after the first step both have moved
+#    by almost exactly `lr`, the scale invariance of Adam's normalised step.
+# 3. Plot `CosineWarmupSchedule(1e-3, 1e-4, 100, 2000)(t)` for t in range(2500): a linear ramp,
+#    half a cosine, and a flat floor after step 2000.

@@ -6,14 +6,14 @@
 __all__ = ['relu', 'sigmoid', 'tanh', 'erf', 'gelu', 'silu', 'softmax', 'log_softmax', 'ReLU', 'Sigmoid', 'Tanh', 'SiLU', 'GELU',
            'Softmax', 'LogSoftmax']
 
-# %% ../../modules/03_activations/activations.py #2
+# %% ../../modules/03_activations/activations.py #3
 import math
 import numpy as np
 from .tensor import Tensor, record
 from . import tensor as _T
 from .autograd import derivative
 
-# %% ../../modules/03_activations/activations.py #4
+# %% ../../modules/03_activations/activations.py #5
 def _float_data(x, op):
     "The array inside `x`, after checking that `x` is a floating-point Tensor."
     if not isinstance(x, Tensor):
@@ -30,7 +30,7 @@ def _softmax_axis(x, axis, dim, op):
         raise ValueError(f"{op}: axis {axis} is out of range for a tensor of shape {x.shape}")
     return int(axis) % x.ndim
 
-# %% ../../modules/03_activations/activations.py #6
+# %% ../../modules/03_activations/activations.py #7
 def relu(x):
     "max(x, 0) elementwise; the gradient at 0 is 0, as in PyTorch."
     return _T.relu(x)
@@ -45,7 +45,7 @@ def tanh(x):
     "Hyperbolic tangent elementwise."
     return _T.tanh(x)
 
-# %% ../../modules/03_activations/activations.py #9
+# %% ../../modules/03_activations/activations.py #10
 # fdlibm s_erf.c coefficients. Copyright (C) 1993 by Sun Microsystems, Inc. All rights reserved.
 # Developed at SunSoft, a Sun Microsystems, Inc. business. Permission to use, copy, modify, and
 # distribute this software is freely granted, provided that this notice is preserved.
@@ -138,7 +138,7 @@ def _erf(x):
     if x.dtype.kind == "f": return _erf_float32(x.astype(np.float32)).astype(x.dtype)
     raise TypeError(f"erf: expected a floating-point array, got dtype {x.dtype}")
 
-# %% ../../modules/03_activations/activations.py #11
+# %% ../../modules/03_activations/activations.py #12
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
 
@@ -157,7 +157,7 @@ def _erf_backward(g, x):
     d *= g
     return (d,)
 
-# %% ../../modules/03_activations/activations.py #14
+# %% ../../modules/03_activations/activations.py #15
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -216,7 +216,7 @@ def _gelu_tanh_backward(g, x, t):
     d *= g
     return (d,)
 
-# %% ../../modules/03_activations/activations.py #17
+# %% ../../modules/03_activations/activations.py #18
 def silu(x):
     "x * sigmoid(x) elementwise."
     data = _float_data(x, "silu")
@@ -236,7 +236,7 @@ def _silu_backward(g, x, s):
     d *= g
     return (d,)
 
-# %% ../../modules/03_activations/activations.py #20
+# %% ../../modules/03_activations/activations.py #21
 def _sum_keepdims(a, axis):
     "Sum over `axis`, keeping it. Over the last axis of a contiguous array: a BLAS matrix-vector product."
     if axis == a.ndim - 1 and a.size and a.flags.c_contiguous:
@@ -284,7 +284,7 @@ def _log_softmax_backward(g, out, axis):
     np.subtract(g, gx, out=gx)
     return (gx,)
 
-# %% ../../modules/03_activations/activations.py #23
+# %% ../../modules/03_activations/activations.py #24
 class _Activation:
     "A parameter-free layer: calling it applies `forward`."
     def __call__(self, x): return self.forward(x)

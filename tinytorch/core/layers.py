@@ -6,7 +6,7 @@
 __all__ = ['Parameter', 'StateDictError', 'Module', 'affine_rows', 'linear', 'Linear', 'dropout', 'Dropout', 'Sequential',
            'ModuleList', 'CheckpointError', 'save', 'load']
 
-# %% ../../modules/04_layers/layers.py #2
+# %% ../../modules/04_layers/layers.py #3
 import json
 import os
 import tempfile
@@ -18,7 +18,7 @@ import numpy as np
 from .tensor import Tensor, record, get_rng, _wrap, DEFAULT_DTYPE
 from .autograd import derivative
 
-# %% ../../modules/04_layers/layers.py #4
+# %% ../../modules/04_layers/layers.py #5
 class Parameter(Tensor):
     "A tensor that a Module registers as trainable."
     __slots__ = ()
@@ -29,7 +29,7 @@ class Parameter(Tensor):
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
 
-# %% ../../modules/04_layers/layers.py #6
+# %% ../../modules/04_layers/layers.py #7
 class StateDictError(KeyError):
     "A state dict does not fit the module: missing or unexpected keys, or wrong shapes."
     def __str__(self): return self.args[0]
@@ -193,7 +193,7 @@ class Module:
         if not lines: return head + ")"
         return head + "\n  " + "\n  ".join(lines) + "\n)"
 
-# %% ../../modules/04_layers/layers.py #9
+# %% ../../modules/04_layers/layers.py #10
 def affine_rows(x, weight, bias=None, who="linear"):
     "Check x against weight; return x as rows X of shape (N, in) and X @ weight.T + bias (one GEMM)."
     in_features = weight.shape[1]
@@ -249,7 +249,7 @@ class Linear(Module):
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
-# %% ../../modules/04_layers/layers.py #12
+# %% ../../modules/04_layers/layers.py #13
 def dropout(x, p=0.5, training=True):
     "Zero each element with probability p and scale the rest by 1/(1-p); identity when not training."
     if not 0.0 <= p <= 1.0: raise ValueError(f"dropout probability must be in [0, 1], got {p}")
@@ -275,7 +275,7 @@ class Dropout(Module):
 
     def extra_repr(self): return f"p={self.p}"
 
-# %% ../../modules/04_layers/layers.py #15
+# %% ../../modules/04_layers/layers.py #16
 class Sequential(Module):
     "Apply modules one after another."
     def __init__(self, *modules):
@@ -320,7 +320,7 @@ class ModuleList(Module):
     def __len__(self): return len(self._modules)
     def __iter__(self): return iter(self._modules.values())
 
-# %% ../../modules/04_layers/layers.py #18
+# %% ../../modules/04_layers/layers.py #19
 _FORMAT = "tinytorch-checkpoint-v1"
 
 

@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['cross_entropy', 'mse_loss', 'CrossEntropyLoss', 'MSELoss']
 
-# %% ../../modules/05_losses/losses.py #2
+# %% ../../modules/05_losses/losses.py #3
 import numpy as np
 from .tensor import Tensor, record
 from .autograd import derivative
 
-# %% ../../modules/05_losses/losses.py #4
+# %% ../../modules/05_losses/losses.py #5
 _REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -103,7 +103,7 @@ def _cross_entropy_backward(g, e, total, t, valid, n_valid, reduction, eps, shap
     gx[np.arange(N), t] -= w * (1.0 - eps)              # minus w * onehot, without building it
     return (gx.reshape(shape),)
 
-# %% ../../modules/05_losses/losses.py #8
+# %% ../../modules/05_losses/losses.py #9
 def mse_loss(input, target, reduction="mean"):
     "Mean (or sum, or elementwise) squared difference between `input` and `target` of the same shape."
     if not isinstance(input, Tensor) or input.dtype.kind != "f":
@@ -130,7 +130,7 @@ def _mse_loss_backward(g, diff, reduction, target_needs_grad):
     gi = diff * scale
     return gi, (-gi if target_needs_grad else None)
 
-# %% ../../modules/05_losses/losses.py #11
+# %% ../../modules/05_losses/losses.py #12
 class CrossEntropyLoss:
     "Callable form of `cross_entropy`: `CrossEntropyLoss(ignore_index=-100)(logits, targets)`."
     def __init__(self, ignore_index=-100, reduction="mean", label_smoothing=0.0):

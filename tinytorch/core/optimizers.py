@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['Optimizer', 'SGD', 'Adam', 'AdamW', 'clip_grad_norm_', 'CosineWarmupSchedule', 'weight_decay_groups']
 
-# %% ../../modules/06_optimizers/optimizers.py #2
+# %% ../../modules/06_optimizers/optimizers.py #3
 import math
 import threading
 import numpy as np
 from .tensor import Tensor, _wrap
 
-# %% ../../modules/06_optimizers/optimizers.py #4
+# %% ../../modules/06_optimizers/optimizers.py #5
 def _validate(cond, message):
     if not cond: raise ValueError(message)
 
@@ -110,7 +110,7 @@ class Optimizer:
             lines += [f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params"]
         return "\n".join(lines) + "\n)"
 
-# %% ../../modules/06_optimizers/optimizers.py #6
+# %% ../../modules/06_optimizers/optimizers.py #7
 def _state_dict(self):
     "The optimizer's state as NumPy copies and numbers: {'state': {index: {...}}, 'param_groups': [...]}."
     params = [p for group in self.param_groups for p in group["params"]]
@@ -167,7 +167,7 @@ def _load_state_dict(self, state_dict):
 Optimizer.state_dict = _state_dict
 Optimizer.load_state_dict = _load_state_dict
 
-# %% ../../modules/06_optimizers/optimizers.py #8
+# %% ../../modules/06_optimizers/optimizers.py #9
 class SGD(Optimizer):
     "Stochastic gradient descent with optional momentum, dampening, Nesterov momentum and weight decay (L2)."
     state_keys = ("momentum_buffer",)
@@ -211,7 +211,7 @@ class SGD(Optimizer):
                     d = buf
             w += np.multiply(d, -lr, out=self._tmp(w, 0))           # w = w - η d
 
-# %% ../../modules/06_optimizers/optimizers.py #12
+# %% ../../modules/06_optimizers/optimizers.py #13
 class Adam(Optimizer):
     "Adam with bias correction; L2 weight decay, or decoupled weight decay (AdamW) when `decoupled_weight_decay`."
     state_keys = ("step", "exp_avg", "exp_avg_sq")
@@ -262,7 +262,7 @@ class AdamW(Adam):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled_weight_decay=True)
 
-# %% ../../modules/06_optimizers/optimizers.py #16
+# %% ../../modules/06_optimizers/optimizers.py #17
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
     "Scale gradients in place so their total norm is at most `max_norm`; return the total norm before clipping."
     if isinstance(parameters, Tensor): parameters = [parameters]
@@ -286,7 +286,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         for g in grads: g *= clip_coef
     return _wrap(np.asarray(total))
 
-# %% ../../modules/06_optimizers/optimizers.py #19
+# %% ../../modules/06_optimizers/optimizers.py #20
 class CosineWarmupSchedule:
     "nanoGPT's learning rate: linear warmup to `max_lr`, cosine decay to `min_lr` at `decay_iters`, then constant."
     def __init__(self, max_lr, min_lr, warmup_iters, decay_iters):
@@ -321,7 +321,7 @@ class CosineWarmupSchedule:
         return (f"CosineWarmupSchedule(max_lr={self.max_lr}, min_lr={self.min_lr}, "
                 f"warmup_iters={self.warmup_iters}, decay_iters={self.decay_iters})")
 
-# %% ../../modules/06_optimizers/optimizers.py #22
+# %% ../../modules/06_optimizers/optimizers.py #23
 def weight_decay_groups(params, weight_decay):
     "Two parameter groups, nanoGPT style: parameters with ndim >= 2 decay by `weight_decay`, the rest do not."
     params = list(params)

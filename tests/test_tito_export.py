@@ -172,3 +172,36 @@ def test_failed_export_leaves_no_temporary_files(exported):
     with pytest.raises(ExportError):
         export(root=exported)
     assert not [p for p in (exported / "tinytorch").rglob("*") if "tito-tmp" in p.name]
+
+
+def test_generated_files_have_no_solution_markers(exported):
+    assert "### BEGIN SOLUTION" in (exported / "modules" / "01_tensor" / "tensor.py").read_text()
+    text = (exported / "tinytorch" / "core" / "tensor.py").read_text()
+    assert "def add(a, b):\n    \"Elementwise sum of two arrays.\"\n    return np.add(a, b)\n" in text
+    assert "        # Hint: multiply, do not add\n        return Box(self.value * k)\n" in text
+    for f in (exported / "tinytorch").rglob("*.py"):
+        assert "SOLUTION" not in f.read_text(), f
+
+
+def test_real_package_has_no_solution_markers():
+    from pathlib import Path
+    lib = Path(__file__).resolve().parent.parent / "tinytorch"
+    bad = [f.name for f in lib.rglob("*.py") if "### BEGIN SOLUTION" in f.read_text(encoding="utf-8")
+           or "### END SOLUTION" in f.read_text(encoding="utf-8")]
+    assert not bad, f"generated files with solution markers: {bad}"
+
+
+def test_learner_export_keeps_modidx_complete(exported):
+    """nbdev's own index drops every module exported from outside modules/; ours keeps it."""
+    ref = (exported / "tinytorch" / "_modidx.py").read_text()
+    assert "'tinytorch.core.tensor.Box.scale': ('01_tensor/tensor.html#box.scale'" in ref
+    assert "'tinytorch.core.grad.square_grad'" in ref
+    for slug, name in (("01_tensor", "tensor"), ("02_grad", "grad")):
+        ws = exported / "workspace" / slug / f"{name}.py"
+        ws.parent.mkdir(parents=True)
+        shutil.copy(exported / "modules" / slug / f"{name}.py", ws)
+    export([1], sources={1: exported / "workspace" / "01_tensor" / "tensor.py"}, root=exported)
+    assert "workspace" in (exported / "tinytorch" / "core" / "tensor.py").read_text()
+    assert (exported / "tinytorch" / "_modidx.py").read_text() == ref
+    export(sources={1: "workspace/01_tensor/tensor.py", 2: "workspace/02_grad/grad.py"}, root=exported)
+    assert (exported / "tinytorch" / "_modidx.py").read_text() == ref

@@ -216,7 +216,7 @@ def test_real_module_01_round_trip(tmp_path, monkeypatch, cli):
     for t in REAL.package_tests(REAL.module(1)):
         shutil.copy(t, root / "tests" / t.name)
     monkeypatch.chdir(root)
-    monkeypatch.setenv("PYTHONPATH", str(root))
+    monkeypatch.setenv("PYTHONPATH", f"{root}{os.pathsep}{ROOT}")   # the notebooks import tito.notebook
     before = tree_bytes(root / "tinytorch")
     assert cli("module", "start", "1").exit_code == 0
     r = cli("module", "complete", "1")

@@ -179,7 +179,6 @@ def get_batch(data, batch_size, context_length, rng=None):
     "Random windows of `data`: inputs x and next-token targets y, both int64 of shape (batch_size, context_length)."
     # Check the sizes (DataError when the data is shorter than one window), draw the start positions with
     # rng.integers, gather all windows with one fancy index, split them into x and y.
-    ### BEGIN SOLUTION
     if batch_size < 1 or context_length < 1:
         raise ValueError(f"batch_size and context_length must be positive, got {batch_size} and {context_length}")
     n = len(data)
@@ -190,7 +189,6 @@ def get_batch(data, batch_size, context_length, rng=None):
     starts = rng.integers(0, n - context_length, size=batch_size)
     window = np.asarray(data[starts[:, None] + np.arange(context_length + 1)], dtype=np.int64)
     return np.ascontiguousarray(window[:, :-1]), np.ascontiguousarray(window[:, 1:])
-    ### END SOLUTION
 
 # %% ../modules/14_data/data.py #11
 def tokenizer_to_dict(tokenizer):

@@ -38,7 +38,6 @@ def sampling_probs(logits, temperature=1.0, top_k=None, top_p=None):
     "The distribution that sampling draws from: temperature, then top-k, then top-p, renormalised (float64)."
     _check_sampling_args(temperature, top_k, top_p)
     z, single = _logits_rows(logits)
-    ### BEGIN SOLUTION
     if temperature == 0:                                     # greedy: all mass on the (first) argmax
         probs = np.zeros_like(z)
         probs[np.arange(len(z)), z.argmax(axis=-1)] = 1.0
@@ -59,7 +58,6 @@ def sampling_probs(logits, temperature=1.0, top_k=None, top_p=None):
         probs = np.where(drop, 0.0, probs)
         probs /= probs.sum(axis=-1, keepdims=True)
     return probs[0] if single else probs
-    ### END SOLUTION
 
 # %% ../modules/10_generation/generation.py #6
 def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
@@ -67,7 +65,6 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, rng=None)
     probs = sampling_probs(logits, temperature, top_k, top_p)
     single = probs.ndim == 1
     probs = probs.reshape(1, -1) if single else probs
-    ### BEGIN SOLUTION
     if temperature == 0:
         ids = probs.argmax(axis=-1)
     else:
@@ -79,7 +76,6 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, rng=None)
         ids = np.minimum(ids, last)
     ids = ids.astype(np.int64)
     return int(ids[0]) if single else ids
-    ### END SOLUTION
 
 # %% ../modules/10_generation/generation.py #10
 def _context_limit(model):
@@ -139,7 +135,6 @@ def _decode_group(model, prompts, max_new_tokens, sample, stop, use_cache):
     done = np.zeros(batch, dtype=bool)
     caches = make_kv_caches(model, batch) if use_cache and plen < limit and max_new_tokens else None
     n = plen
-    ### BEGIN SOLUTION
     if max_new_tokens == 0: return
     logits = _last_logits(model, seq[:, max(0, n - limit):n], caches)
     for step in range(max_new_tokens):
@@ -154,7 +149,6 @@ def _decode_group(model, prompts, max_new_tokens, sample, stop, use_cache):
             logits = _last_logits(model, seq[:, n - 1:n], caches)              # one new position
         else:
             logits = _last_logits(model, seq[:, max(0, n - limit):n])          # the whole (cropped) context
-    ### END SOLUTION
 
 
 def generate(model, prompt_tokens, max_new_tokens=50, temperature=1.0, top_k=None, top_p=None, seed=None,

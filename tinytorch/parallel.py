@@ -134,7 +134,6 @@ class DataParallel:
         worker order into `.grad` (a parameter whose .grad is None gets a new array, never a worker's own)
         and return sum_i share_i * L_i. The result equals the one-thread result to round-off.
         """
-        ### BEGIN SOLUTION
         x, y = np.asarray(x), np.asarray(y)
         n = len(x)
         k = min(self.threads, n)
@@ -165,7 +164,6 @@ class DataParallel:
                 if p.grad is None: p.grad = _wrap(total)
                 else: p.grad.data += total
         return sum(loss for loss, _ in results)
-        ### END SOLUTION
 
     def _run(self, jobs):
         "Run zero-argument calls on the pool; their results in order, or the first error once all have ended."

@@ -158,11 +158,9 @@ class SingleThread:
 
     def forward_backward(self, x, y, scale=1.0):
         "Mean loss over the batch; add its gradients, times `scale`, into the parameters' .grad."
-        ### BEGIN SOLUTION
         loss = self.loss_fn(self.model, np.asarray(x), np.asarray(y))
         loss.backward(None if scale == 1.0 else np.asarray(scale, dtype=loss.dtype))
         return float(loss.item())
-        ### END SOLUTION
 
     def optimizer_step(self, optimizer):
         optimizer.step()
@@ -268,9 +266,7 @@ class Trainer:
     # -- one step ---------------------------------------------------------------------------
     def forward_backward(self, x, y, scale=1.0):
         "Loss of one batch; add its gradients, multiplied by `scale`, into the parameters' .grad."
-        ### BEGIN SOLUTION
         return self.parallel.forward_backward(x, y, scale)
-        ### END SOLUTION
 
     def train_step(self):
         "One optimizer step over grad_accum_steps micro-batches; returns (mean loss, lr)."
@@ -278,7 +274,6 @@ class Trainer:
         # Set the learning rate of self.step, zero the gradients, accumulate forward_backward over the
         # micro-batches, clip, raise TrainingDiverged(self._diverged_message(...)) on a non-finite loss or
         # norm, then self._commit(loss, lr) (it updates the weights and counts the step).
-        ### BEGIN SOLUTION
         lr = self.schedule.apply(self.optimizer, self.step)
         self.optimizer.zero_grad()
         total = 0.0
@@ -292,7 +287,6 @@ class Trainer:
             raise TrainingDiverged(self._diverged_message(loss, norm, lr))
         self._commit(loss, lr)
         return loss, lr
-        ### END SOLUTION
 
     def _commit(self, loss, lr):
         "Update the weights, count the step and log its loss, with Ctrl-C deferred until all three are done."

@@ -552,6 +552,15 @@ def test_broadcast_error_names_op_and_shapes():
         mul(Tensor(np.ones((2, 3))), Tensor(np.ones(4)))
 
 # %% [markdown]
+# Run this cell to check the arithmetic above: one line per test, then a total. From the
+# shell, `tito module test 1` runs every test of this module and `tito module complete 1`
+# exports your code into `tinytorch` once they pass.
+
+# %%
+from tito.notebook import run_tests
+run_tests(test_arithmetic_forward, test_broadcast_error_names_op_and_shapes)
+
+# %% [markdown]
 # ## Elementwise functions
 #
 # `exp log sqrt tanh sigmoid relu abs`, and the two-input `maximum`/`minimum` and `clip`.

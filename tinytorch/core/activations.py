@@ -150,14 +150,12 @@ def erf(x):
 
 @derivative("erf")
 def _erf_backward(g, x):
-    ### BEGIN SOLUTION
     d = x * x
     np.negative(d, out=d)
     np.exp(d, out=d)
     d *= _TWO_OVER_SQRT_PI
     d *= g
     return (d,)
-    ### END SOLUTION
 
 # %% ../../modules/03_activations/activations.py #14
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -175,7 +173,6 @@ def gelu(x, approximate="none"):
     "x * Phi(x) elementwise; `approximate='tanh'` gives GPT-2's tanh approximation."
     data = _float_data(x, "gelu")
     _check_approximate(approximate)
-    ### BEGIN SOLUTION
     if approximate == "none":
         cdf = _erf(data * _INV_SQRT_2)
         cdf += 1.0
@@ -190,12 +187,10 @@ def gelu(x, approximate="none"):
     out *= data
     out *= 0.5
     return record("gelu_tanh", out, (x,), (data, t))
-    ### END SOLUTION
 
 
 @derivative("gelu")
 def _gelu_backward(g, x, cdf):
-    ### BEGIN SOLUTION
     d = x * x
     d *= -0.5
     np.exp(d, out=d)
@@ -204,12 +199,10 @@ def _gelu_backward(g, x, cdf):
     d += cdf
     d *= g
     return (d,)
-    ### END SOLUTION
 
 
 @derivative("gelu_tanh")
 def _gelu_tanh_backward(g, x, t):
-    ### BEGIN SOLUTION
     d = x * x
     d *= 3.0 * _GELU_K * _SQRT_2_OVER_PI
     d += _SQRT_2_OVER_PI                       # du/dx
@@ -222,31 +215,26 @@ def _gelu_tanh_backward(g, x, t):
     d *= 0.5
     d *= g
     return (d,)
-    ### END SOLUTION
 
 # %% ../../modules/03_activations/activations.py #17
 def silu(x):
     "x * sigmoid(x) elementwise."
     data = _float_data(x, "silu")
-    ### BEGIN SOLUTION
     s = data * 0.5
     np.tanh(s, out=s)
     s += 1.0
     s *= 0.5                                   # sigmoid(x) = (1 + tanh(x/2)) / 2
     return record("silu", data * s, (x,), (data, s))
-    ### END SOLUTION
 
 
 @derivative("silu")
 def _silu_backward(g, x, s):
-    ### BEGIN SOLUTION
     d = np.subtract(1.0, s)
     d *= x
     d += 1.0
     d *= s
     d *= g
     return (d,)
-    ### END SOLUTION
 
 # %% ../../modules/03_activations/activations.py #20
 def _sum_keepdims(a, axis):
@@ -261,48 +249,40 @@ def softmax(x, axis=-1, *, dim=None):
     "exp(x) / sum(exp(x)) along `axis` (or `dim`), computed stably."
     data = _float_data(x, "softmax")
     axis = _softmax_axis(x, axis, dim, "softmax")
-    ### BEGIN SOLUTION
     with np.errstate(invalid="ignore"):        # a row of only -inf gives NaN, like PyTorch
         out = data - data.max(axis=axis, keepdims=True)
         np.exp(out, out=out)
         out /= _sum_keepdims(out, axis)
     return record("softmax", out, (x,), (out, axis))
-    ### END SOLUTION
 
 
 @derivative("softmax")
 def _softmax_backward(g, out, axis):
-    ### BEGIN SOLUTION
     gx = g * out
     dot = _sum_keepdims(gx, axis)
     np.subtract(g, dot, out=gx)
     gx *= out
     return (gx,)
-    ### END SOLUTION
 
 
 def log_softmax(x, axis=-1, *, dim=None):
     "log(softmax(x)) along `axis` (or `dim`), computed without forming softmax."
     data = _float_data(x, "log_softmax")
     axis = _softmax_axis(x, axis, dim, "log_softmax")
-    ### BEGIN SOLUTION
     with np.errstate(invalid="ignore"):
         out = data - data.max(axis=axis, keepdims=True)
         lse = _sum_keepdims(np.exp(out), axis)
         np.log(lse, out=lse)
         out -= lse
     return record("log_softmax", out, (x,), (out, axis))
-    ### END SOLUTION
 
 
 @derivative("log_softmax")
 def _log_softmax_backward(g, out, axis):
-    ### BEGIN SOLUTION
     gx = np.exp(out)
     gx *= _sum_keepdims(g, axis)
     np.subtract(g, gx, out=gx)
     return (gx,)
-    ### END SOLUTION
 
 # %% ../../modules/03_activations/activations.py #23
 class _Activation:

@@ -77,7 +77,6 @@ def _scores_are_small(qs, k):
 
 def _exp_rows_(s, shift):
     "In place s <- exp(s) (minus each row's max first if `shift`); returns (s, 1/row sums) with 1/0 -> 0."
-    ### BEGIN SOLUTION
     if shift:
         m = s.max(axis=-1, keepdims=True)
         m[np.isneginf(m)] = 0.0                                   # fully masked rows: keep them at exp(-inf) = 0
@@ -87,12 +86,10 @@ def _exp_rows_(s, shift):
     rz = np.zeros_like(z)
     np.divide(1.0, z, out=rz, where=z > 0)
     return s, rz
-    ### END SOLUTION
 
 
 def _attention_forward(qs, k, v, out, add=None, blocked=None, causal_offset=None, dropout_p=0.0):
     "O = softmax(qs kᵀ + mask) v written into `out`; returns [(r0, r1, kend, E, 1/z, dropout mask)] per block."
-    ### BEGIN SOLUTION
     tq, tk = qs.shape[-2], k.shape[-2]
     shift = add is not None or not _scores_are_small(qs, k)
     future = None if causal_offset is None else _future_mask(tq, tk, causal_offset)
@@ -115,12 +112,10 @@ def _attention_forward(qs, k, v, out, add=None, blocked=None, causal_offset=None
         o *= rz
         saved.append((r0, r1, kend, e, rz, drop))
     return saved
-    ### END SOLUTION
 
 # %% ../../modules/09_attention/attention.py #10
 def _attention_backward(g, qs, k, v, out, saved, scale, dq, dk, dv, dmask=None):
     "Write dL/dq, dL/dk, dL/dv (and dL/dscores into dmask) for O = attention(qs/scale, k, v), given g = dL/dO."
-    ### BEGIN SOLUTION
     delta = np.einsum("...i,...i->...", g, out)[..., None]            # rowsum(dP ⊙ P) = rowsum(G ⊙ O)
     vT = np.swapaxes(v, -1, -2)
     single = len(saved) == 1
@@ -142,7 +137,6 @@ def _attention_backward(g, qs, k, v, out, saved, scale, dq, dk, dv, dmask=None):
         dq_rows *= scale
         if single: np.matmul(np.swapaxes(ds, -1, -2), qs, out=dk)
         else: dk[..., :kend, :] += np.matmul(np.swapaxes(ds, -1, -2), qs[..., r0:r1, :])
-    ### END SOLUTION
 
 # %% ../../modules/09_attention/attention.py #12
 def _check_qkv(q, k, v, who):
@@ -160,7 +154,6 @@ def _check_qkv(q, k, v, who):
 
 def scaled_dot_product_attention(q, k, v, mask=None, is_causal=False, dropout_p=0.0, scale=None):
     "softmax(q kᵀ · scale + mask) v over (..., T, d) tensors, as one fused op (PyTorch's mask convention)."
-    ### BEGIN SOLUTION
     who = "scaled_dot_product_attention"
     _check_qkv(q, k, v, who)
     if not 0.0 <= dropout_p <= 1.0: raise ValueError(f"{who}: dropout_p must be in [0, 1], got {dropout_p}")
@@ -172,18 +165,15 @@ def scaled_dot_product_attention(q, k, v, mask=None, is_causal=False, dropout_p=
     saved = _attention_forward(qs, k.data, v.data, out, add, blocked, 0 if is_causal else None, dropout_p)
     inputs = (q, k, v) if mask_t is None else (q, k, v, mask_t)
     return record("sdpa", out, inputs, (qs, k.data, v.data, out, saved, scale, mask_t is not None))
-    ### END SOLUTION
 
 
 @derivative("sdpa")
 def _sdpa_backward(g, qs, k, v, out, saved, scale, mask_grad):
-    ### BEGIN SOLUTION
     g = np.ascontiguousarray(g)
     dq, dk, dv = np.empty(qs.shape, qs.dtype), np.empty(k.shape, k.dtype), np.empty(v.shape, v.dtype)
     dmask = np.zeros(out.shape[:-1] + (k.shape[-2],), dtype=qs.dtype) if mask_grad else None
     _attention_backward(g, qs, k, v, out, saved, scale, dq, dk, dv, dmask)
     return (dq, dk, dv) if dmask is None else (dq, dk, dv, dmask)
-    ### END SOLUTION
 
 # %% ../../modules/09_attention/attention.py #15
 class KVCache:
@@ -207,7 +197,6 @@ class KVCache:
 
     def append(self, k, v):
         "Store new keys/values (B, H, T_new, head_dim); return views of all cached keys and values."
-        ### BEGIN SOLUTION
         expected = self.keys.shape[:2] + self.keys.shape[3:]
         if k.shape != v.shape or k.ndim != 4 or k.shape[:2] + k.shape[3:] != expected:
             raise ValueError(f"KVCache: keys {k.shape} and values {v.shape} must both have shape (B, H, T_new, head_dim) "
@@ -222,7 +211,6 @@ class KVCache:
         self.values[:, :, n:n + t] = v
         self.length = n + t
         return self.keys[:, :, :n + t], self.values[:, :, :n + t]
-        ### END SOLUTION
 
     def __repr__(self):
         return (f"KVCache(batch_size={self.batch_size}, num_heads={self.num_heads}, max_seq_len={self.max_seq_len}, "
@@ -239,7 +227,6 @@ def _heads(a, num_heads):
 def fused_qkv_attention(qkv, num_heads, causal=True, mask=None, rope_cos=None, rope_sin=None, dropout_p=0.0,
                         kv_cache=None, scale=None):
     "Packed qkv (B, T, 3C) -> split heads, optional RoPE, attention, merge heads -> (B, T, C), as one op."
-    ### BEGIN SOLUTION
     who = "fused_qkv_attention"
     if qkv.ndim != 3 or qkv.shape[-1] % (3 * num_heads):
         raise ValueError(f"{who}: expected packed q|k|v of shape (B, T, 3C) with C divisible by num_heads={num_heads}, "
@@ -270,12 +257,10 @@ def fused_qkv_attention(qkv, num_heads, causal=True, mask=None, rope_cos=None, r
     inputs = (qkv,) if mask_t is None else (qkv, mask_t)
     return record("fused_qkv_attention", out, inputs,
                   (qs, k, v, o4, saved, scale, num_heads, rope_cos, rope_sin, mask_t is not None))
-    ### END SOLUTION
 
 
 @derivative("fused_qkv_attention")
 def _fused_qkv_attention_backward(g, qs, k, v, o4, saved, scale, num_heads, cos, sin, mask_grad):
-    ### BEGIN SOLUTION
     b, h, t, hd = qs.shape
     g4 = np.ascontiguousarray(g).reshape(b, t, h, hd).transpose(0, 2, 1, 3)
     dqkv = np.empty((b, t, 3 * h * hd), dtype=qs.dtype)
@@ -289,7 +274,6 @@ def _fused_qkv_attention_backward(g, qs, k, v, o4, saved, scale, num_heads, cos,
         _rotate_pairs(dq_rot, cos, sin, inverse=True, out=dq)
         _rotate_pairs(dk_rot, cos, sin, inverse=True, out=dk)
     return (dqkv,) if dmask is None else (dqkv, dmask)
-    ### END SOLUTION
 
 
 class MultiHeadAttention(Module):
@@ -314,7 +298,6 @@ class MultiHeadAttention(Module):
         self.rope = rope
 
     def forward(self, x, kv_cache=None, token_positions=None, mask=None):
-        ### BEGIN SOLUTION
         if x.ndim != 3 or x.shape[-1] != self.embed_dim:
             raise ValueError(f"MultiHeadAttention: expected input of shape (batch, seq_len, {self.embed_dim}), "
                              f"got {x.shape}")
@@ -334,7 +317,6 @@ class MultiHeadAttention(Module):
         p = self.dropout if self.training else 0.0
         y = fused_qkv_attention(self.qkv_proj(x), self.num_heads, self.causal, mask, cos, sin, p, kv_cache)
         return dropout(self.out_proj(y), p, self.training)
-        ### END SOLUTION
 
     def extra_repr(self):
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, causal={self.causal}, dropout={self.dropout}"

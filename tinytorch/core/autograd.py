@@ -22,164 +22,116 @@ def derivative(op):
 
 def unbroadcast(g, shape):
     "Sum `g` over the axes that broadcasting added or stretched, giving it `shape`."
-    ### BEGIN SOLUTION
     if g.shape == shape: return g
     lead = g.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
     return g.sum(axis=axes).reshape(shape)
-    ### END SOLUTION
 
 # %% ../../modules/02_autograd/autograd.py #7
 @derivative("add")
 def _add(g): 
-    ### BEGIN SOLUTION
     return g, g
-    ### END SOLUTION
 
 @derivative("sub")
 def _sub(g):
-    ### BEGIN SOLUTION
     return g, -g
-    ### END SOLUTION
 
 @derivative("add_scalar")
 def _add_scalar(g):
-    ### BEGIN SOLUTION
     return (g,)
-    ### END SOLUTION
 
 @derivative("rsub_scalar")
 def _rsub_scalar(g):
-    ### BEGIN SOLUTION
     return (-g,)
-    ### END SOLUTION
 
 @derivative("neg")
 def _neg(g):
-    ### BEGIN SOLUTION
     return (-g,)
-    ### END SOLUTION
 
 @derivative("mul")
 def _mul(g, a, b):
-    ### BEGIN SOLUTION
     return g * b, g * a
-    ### END SOLUTION
 
 @derivative("mul_scalar")
 def _mul_scalar(g, s):
-    ### BEGIN SOLUTION
     return (g * s,)
-    ### END SOLUTION
 
 @derivative("div")
 def _div(g, a, b):
-    ### BEGIN SOLUTION
     gb = g / b
     return gb, -gb * a / b
-    ### END SOLUTION
 
 @derivative("div_scalar")
 def _div_scalar(g, s):
-    ### BEGIN SOLUTION
     return (g / s,)
-    ### END SOLUTION
 
 @derivative("rdiv_scalar")
 def _rdiv_scalar(g, a, s):
-    ### BEGIN SOLUTION
     return (-g * s / (a * a),)
-    ### END SOLUTION
 
 @derivative("pow_scalar")
 def _pow_scalar(g, a, n):
-    ### BEGIN SOLUTION
     if n == 0: return (np.zeros_like(g),)
     if n == 2: return (g * (a + a),)
     return (g * (n * _power(a, n - 1)),)
-    ### END SOLUTION
 
 @derivative("pow")
 def _pow(g, a, b, out):
-    ### BEGIN SOLUTION
     with np.errstate(divide="ignore", invalid="ignore"):
         ga = g * np.where(b == 0, 0.0, b * np.power(a, b - 1))
         gb = g * np.where((a == 0) & (b >= 0), 0.0, out * np.log(a))
     return ga, gb.astype(out.dtype, copy=False)
-    ### END SOLUTION
 
 @derivative("rpow_scalar")
 def _rpow_scalar(g, out, log_base):
-    ### BEGIN SOLUTION
     if log_base == -np.inf: return (g * np.where(np.isinf(out), -out, 0 * out),)    # base 0: PyTorch's limits
     return (g * out * log_base,)
-    ### END SOLUTION
 
 # %% ../../modules/02_autograd/autograd.py #9
 @derivative("exp")
 def _exp(g, out):
-    ### BEGIN SOLUTION
     return (g * out,)
-    ### END SOLUTION
 
 @derivative("log")
 def _log(g, a):
-    ### BEGIN SOLUTION
     return (g / a,)
-    ### END SOLUTION
 
 @derivative("sqrt")
 def _sqrt(g, out):
-    ### BEGIN SOLUTION
     return (g / (out + out),)
-    ### END SOLUTION
 
 @derivative("tanh")
 def _tanh(g, out):
-    ### BEGIN SOLUTION
     return (g * (1 - out * out),)
-    ### END SOLUTION
 
 @derivative("sigmoid")
 def _sigmoid(g, out):
-    ### BEGIN SOLUTION
     return (g * out * (1 - out),)
-    ### END SOLUTION
 
 @derivative("relu")
 def _relu(g, a):
-    ### BEGIN SOLUTION
     return (g * (a > 0),)
-    ### END SOLUTION
 
 @derivative("abs")
 def _abs(g, a):
-    ### BEGIN SOLUTION
     return (g * np.sign(a),)
-    ### END SOLUTION
 
 @derivative("maximum")
 def _maximum(g, a, b):
-    ### BEGIN SOLUTION
     tie = np.where(a == b, g * 0.5, 0)
     return np.where(a > b, g, tie), np.where(b > a, g, tie)
-    ### END SOLUTION
 
 @derivative("minimum")
 def _minimum(g, a, b):
-    ### BEGIN SOLUTION
     tie = np.where(a == b, g * 0.5, 0)
     return np.where(a < b, g, tie), np.where(b < a, g, tie)
-    ### END SOLUTION
 
 @derivative("clip")
 def _clip(g, a, lo, hi):
-    ### BEGIN SOLUTION
     inside = np.ones(a.shape, dtype=bool)
     if lo is not None: inside &= a >= lo
     if hi is not None: inside &= a <= hi
     return (g * inside,)
-    ### END SOLUTION
 
 # %% ../../modules/02_autograd/autograd.py #11
 def _restore_axes(g, axes, keepdims):
@@ -187,36 +139,27 @@ def _restore_axes(g, axes, keepdims):
 
 @derivative("sum")
 def _sum(g, shape, axes, keepdims):
-    ### BEGIN SOLUTION
     return (np.broadcast_to(_restore_axes(g, axes, keepdims), shape),)
-    ### END SOLUTION
 
 @derivative("mean")
 def _mean(g, shape, axes, keepdims):
-    ### BEGIN SOLUTION
     count = int(np.prod([shape[i] for i in axes]))
     return (np.broadcast_to(_restore_axes(g, axes, keepdims) / count, shape),)
-    ### END SOLUTION
 
 @derivative("max")
 @derivative("min")
 def _extremum(g, a, out, axes, keepdims):
-    ### BEGIN SOLUTION
     hit = a == out
     share = _restore_axes(g, axes, keepdims) / hit.sum(axis=axes, keepdims=True, dtype=g.dtype)
     return (hit * share,)
-    ### END SOLUTION
 
 @derivative("var")
 def _var(g, centered, axes, keepdims, denom):
-    ### BEGIN SOLUTION
     return (_restore_axes(g, axes, keepdims) * centered * (2.0 / denom),)
-    ### END SOLUTION
 
 # %% ../../modules/02_autograd/autograd.py #13
 @derivative("matmul")
 def _matmul(g, a, b):
-    ### BEGIN SOLUTION
     a2 = a[None, :] if a.ndim == 1 else a
     b2 = b[:, None] if b.ndim == 1 else b
     if b.ndim == 1: g = g[..., None]            # put back the axes the forward pass removed
@@ -224,67 +167,48 @@ def _matmul(g, a, b):
     ga = g @ np.swapaxes(b2, -1, -2)
     gb = np.swapaxes(a2, -1, -2) @ g
     return unbroadcast(ga, a2.shape).reshape(a.shape), unbroadcast(gb, b2.shape).reshape(b.shape)
-    ### END SOLUTION
 
 # %% ../../modules/02_autograd/autograd.py #15
 @derivative("reshape")
 def _reshape(g, shape):
-    ### BEGIN SOLUTION
     return (g.reshape(shape),)
-    ### END SOLUTION
 
 @derivative("permute")
 def _permute(g, dims):
-    ### BEGIN SOLUTION
     return (g.transpose(sorted(range(len(dims)), key=dims.__getitem__)),)
-    ### END SOLUTION
 
 @derivative("transpose")
 def _transpose(g, d0, d1):
-    ### BEGIN SOLUTION
     return (g.swapaxes(d0, d1),)     # a swap is its own inverse
-    ### END SOLUTION
 
 @derivative("expand")
 def _expand(g):
-    ### BEGIN SOLUTION
     return (g,)      # the engine's unbroadcast sums over the expanded axes
-    ### END SOLUTION
 
 @derivative("getitem")
 def _getitem(g, shape, idx, basic):
-    ### BEGIN SOLUTION
     full = np.zeros(shape, dtype=g.dtype)
     if basic or (isinstance(idx, np.ndarray) and idx.dtype == np.bool_):
         full[idx] = g
     else:
         np.add.at(full, idx, g)
     return (full,)
-    ### END SOLUTION
 
 @derivative("cat")
 def _cat(g, axis, sizes):
-    ### BEGIN SOLUTION
     return tuple(np.split(g, np.cumsum(sizes)[:-1], axis=axis))
-    ### END SOLUTION
 
 @derivative("stack")
 def _stack(g, axis):
-    ### BEGIN SOLUTION
     return tuple(np.moveaxis(g, axis, 0))
-    ### END SOLUTION
 
 @derivative("where")
 def _where(g, cond):
-    ### BEGIN SOLUTION
     return np.where(cond, g, 0), np.where(cond, 0, g)
-    ### END SOLUTION
 
 @derivative("masked_fill")
 def _masked_fill(g, mask):
-    ### BEGIN SOLUTION
     return (np.where(mask, 0, g),)
-    ### END SOLUTION
 
 # %% ../../modules/02_autograd/autograd.py #17
 _FREED = ("Trying to backward through the graph a second time: its saved values were freed by the first "
@@ -293,7 +217,6 @@ _FREED = ("Trying to backward through the graph a second time: its saved values 
 
 def _topological_order(root):
     "Tensors with a recorded op, each after every tensor it depends on (iterative DFS)."
-    ### BEGIN SOLUTION
     order, seen, stack = [], set(), [(root, False)]
     while stack:
         t, expanded = stack.pop()
@@ -309,7 +232,6 @@ def _topological_order(root):
             if inp._node is not None and id(inp) not in seen:
                 stack.append((inp, False))
     return order
-    ### END SOLUTION
 
 
 def _accumulate_leaf(leaf, g):
@@ -333,7 +255,6 @@ def _seed_gradient(root, gradient):
 
 def _backprop(root, seed, retain_graph, wanted=None):
     "Run the chain rule from `root`. Leaves accumulate into `.grad`, or into a dict when `wanted` is given."
-    ### BEGIN SOLUTION
     found = {}
     if root._node is None:                     # backward on a leaf: its gradient is the seed
         if wanted is None: _accumulate_leaf(root, seed)
@@ -358,7 +279,6 @@ def _backprop(root, seed, retain_graph, wanted=None):
         if not retain_graph:
             node.inputs = node.saved = None
     return found
-    ### END SOLUTION
 
 
 def backward(tensor, gradient=None, retain_graph=False):

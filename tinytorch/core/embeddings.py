@@ -34,7 +34,6 @@ def _check_ids(ids, num_embeddings, who, what="token id", size_name="a vocabular
 # %% ../../modules/08_embeddings/embeddings.py #6
 def _scatter_add_rows(ids, rows, num_rows):
     "An (num_rows, D) array whose row i is the sum of `rows[j]` over all j with ids[j] == i."
-    ### BEGIN SOLUTION
     out = np.zeros((num_rows, rows.shape[1]), dtype=rows.dtype)
     n = ids.size
     if n == 0: return out
@@ -58,25 +57,20 @@ def _scatter_add_rows(ids, rows, num_rows):
         acc[:m] += rows_sorted[starts[:m] + k]             # k-th occurrence of the m most frequent ids
     out[ids_sorted[starts]] = acc
     return out
-    ### END SOLUTION
 
 
 def embedding(ids, weight):
     "Rows of `weight` (num_embeddings, D) picked by integer `ids` of any shape: output ids.shape + (D,)."
-    ### BEGIN SOLUTION
     if weight.ndim != 2:
         raise ValueError(f"embedding: weight must be 2-D (num_embeddings, embedding_dim), got shape {weight.shape}")
     idx = _check_ids(ids, weight.shape[0], "embedding")
     out = np.take(weight.data, idx, axis=0)
     return record("embedding", out, (weight,), (idx, weight.shape[0]))
-    ### END SOLUTION
 
 
 @derivative("embedding")
 def _embedding_backward(g, idx, num_embeddings):
-    ### BEGIN SOLUTION
     return (_scatter_add_rows(idx.reshape(-1), g.reshape(-1, g.shape[-1]), num_embeddings),)
-    ### END SOLUTION
 
 # %% ../../modules/08_embeddings/embeddings.py #9
 class Embedding(Module):
@@ -103,9 +97,7 @@ class PositionalEmbedding(Embedding):
         self.max_seq_len = max_seq_len
 
     def forward(self, seq_len_or_positions, offset=0):
-        ### BEGIN SOLUTION
         return embedding(_positions(seq_len_or_positions, offset, self.max_seq_len, type(self).__name__), self.weight)
-        ### END SOLUTION
 
 
 def _positions(seq_len_or_positions, offset, max_seq_len, who):
@@ -121,14 +113,12 @@ def _positions(seq_len_or_positions, offset, max_seq_len, who):
 # %% ../../modules/08_embeddings/embeddings.py #15
 def sinusoidal_encoding(max_len, dim, base=10000.0, dtype=np.float32):
     "The (max_len, dim) sinusoidal position table of Vaswani et al.: sin on even columns, cos on odd ones."
-    ### BEGIN SOLUTION
     if max_len <= 0 or dim <= 0:
         raise ValueError(f"sinusoidal_encoding: sizes must be positive, got max_len={max_len}, dim={dim}")
     exponent = (np.arange(dim) // 2 * 2) / dim                      # 2i/d for columns 2i and 2i+1
     angles = np.arange(max_len, dtype=np.float64)[:, None] / base ** exponent[None, :]
     table = np.where(np.arange(dim) % 2 == 0, np.sin(angles), np.cos(angles))
     return Tensor(table, dtype=dtype)
-    ### END SOLUTION
 
 
 class SinusoidalPositionalEncoding(Module):
@@ -148,7 +138,6 @@ class SinusoidalPositionalEncoding(Module):
 # %% ../../modules/08_embeddings/embeddings.py #18
 def _rotate_pairs(x, cos, sin, inverse=False, out=None):
     "Rotate interleaved pairs (x[..., 2i], x[..., 2i+1]) by +angle (or -angle if inverse); cos, sin: (..., d/2)."
-    ### BEGIN SOLUTION
     if out is None: out = np.empty(x.shape, dtype=x.dtype)
     x0, x1 = x[..., 0::2], x[..., 1::2]
     y0, y1 = out[..., 0::2], out[..., 1::2]
@@ -158,12 +147,10 @@ def _rotate_pairs(x, cos, sin, inverse=False, out=None):
     np.multiply(x1, cos, out=y1)
     y1 += x0 * sin
     return out
-    ### END SOLUTION
 
 
 def apply_rotary(x, cos, sin):
     "Fused RoPE: rotate interleaved pairs of x (..., T, d) by the angles whose cos/sin (..., T, d/2) are given."
-    ### BEGIN SOLUTION
     if x.shape[-1] % 2 or cos.shape[-1] * 2 != x.shape[-1]:
         raise ValueError(f"apply_rotary: x of shape {x.shape} needs an even last dimension and cos/sin with "
                          f"last dimension {x.shape[-1] // 2}; got cos of shape {cos.shape}")
@@ -176,14 +163,11 @@ def apply_rotary(x, cos, sin):
                          f"dimensions {x.shape[:-1]}")
     cos, sin = cos.astype(x.dtype, copy=False), sin.astype(x.dtype, copy=False)
     return record("rope", _rotate_pairs(x.data, cos, sin), (x,), (cos, sin))
-    ### END SOLUTION
 
 
 @derivative("rope")
 def _rope_backward(g, cos, sin):
-    ### BEGIN SOLUTION
     return (_rotate_pairs(g, cos, sin, inverse=True),)
-    ### END SOLUTION
 
 
 def rope_half_split_permutation(dim):
@@ -217,13 +201,11 @@ class RotaryEmbedding(Module):
         return np.take(cos, pos, axis=0), np.take(sin, pos, axis=0)
 
     def forward(self, x, token_positions=None):
-        ### BEGIN SOLUTION
         if x.shape[-1] != self.dim:
             raise ValueError(f"RotaryEmbedding: expected last dimension {self.dim}, got input of shape {x.shape}")
         if x.ndim < 2: raise ValueError(f"RotaryEmbedding: expected input of shape (..., seq_len, {self.dim}), got {x.shape}")
         cos, sin = self.tables(x.shape[-2], token_positions, x.dtype)
         return apply_rotary(x, cos, sin)
-        ### END SOLUTION
 
     def extra_repr(self):
         return f"dim={self.dim}, theta={self.theta:g}, max_seq_len={self.max_seq_len}"

@@ -79,7 +79,6 @@ class Module:
     # -- walking the tree -------------------------------------------------------------------
     def named_modules(self, prefix=""):
         "Yield (dotted name, module) for this module and every descendant, each once."
-        ### BEGIN SOLUTION
         seen, stack = set(), [(prefix, self)]
         while stack:
             name, mod = stack.pop()
@@ -88,7 +87,6 @@ class Module:
             yield name, mod
             children = [(f"{name}.{n}" if name else n, m) for n, m in mod._modules.items()]
             stack.extend(reversed(children))
-        ### END SOLUTION
 
     def modules(self):
         for _, m in self.named_modules(): yield m
@@ -101,14 +99,12 @@ class Module:
 
     def named_parameters(self, prefix="", remove_duplicate=True):
         "Yield (dotted name, parameter); a shared parameter is yielded once unless `remove_duplicate=False`."
-        ### BEGIN SOLUTION
         seen = set()
         for mod_name, mod in self.named_modules(prefix):
             for name, p in mod._parameters.items():
                 if p is None or (remove_duplicate and id(p) in seen): continue
                 seen.add(id(p))
                 yield (f"{mod_name}.{name}" if mod_name else name), p
-        ### END SOLUTION
 
     def parameters(self):
         for _, p in self.named_parameters(): yield p
@@ -166,7 +162,6 @@ class Module:
 
     def load_state_dict(self, state_dict, strict=True):
         "Copy arrays into this module; check every key and shape first and change nothing on error."
-        ### BEGIN SOLUTION
         entries = OrderedDict(self._state_entries())
         missing = [k for k in entries if k not in state_dict]
         unexpected = [k for k in state_dict if k not in entries]
@@ -187,7 +182,6 @@ class Module:
                 value = state_dict[k]
                 t.data[...] = value.data if isinstance(value, Tensor) else np.asarray(value)
         return missing, unexpected
-        ### END SOLUTION
 
     # -- printing -----------------------------------------------------------------------------
     def extra_repr(self):
@@ -202,7 +196,6 @@ class Module:
 # %% ../../modules/04_layers/layers.py #9
 def affine_rows(x, weight, bias=None, who="linear"):
     "Check x against weight; return x as rows X of shape (N, in) and X @ weight.T + bias (one GEMM)."
-    ### BEGIN SOLUTION
     in_features = weight.shape[1]
     if x.shape[-1:] != (in_features,):
         raise ValueError(f"{who}: input of shape {x.shape} does not match weight of shape {weight.shape}; "
@@ -213,27 +206,22 @@ def affine_rows(x, weight, bias=None, who="linear"):
     out = x2 @ weight.data.T
     if bias is not None: out += bias.data
     return x2, out
-    ### END SOLUTION
 
 
 def linear(x, weight, bias=None):
     "y = x @ weight.T + bias over any leading dimensions, as one fused op."
-    ### BEGIN SOLUTION
     x2, out = affine_rows(x, weight, bias)
     out = out.reshape(x.shape[:-1] + (weight.shape[0],))
     inputs = (x, weight) if bias is None else (x, weight, bias)
     return record("linear", out, inputs, (x2, weight.data, x.shape))
-    ### END SOLUTION
 
 
 @derivative("linear")
 def _linear_backward(g, x2, w, x_shape):
-    ### BEGIN SOLUTION
     g2 = g.reshape(-1, w.shape[0])
     gx = (g2 @ w).reshape(x_shape)
     gw = g2.T @ x2
     return gx, gw, g2.sum(axis=0)
-    ### END SOLUTION
 
 
 def _uniform(shape, bound):
@@ -264,20 +252,16 @@ class Linear(Module):
 # %% ../../modules/04_layers/layers.py #12
 def dropout(x, p=0.5, training=True):
     "Zero each element with probability p and scale the rest by 1/(1-p); identity when not training."
-    ### BEGIN SOLUTION
     if not 0.0 <= p <= 1.0: raise ValueError(f"dropout probability must be in [0, 1], got {p}")
     if not training or p == 0.0: return x
     if p == 1.0: mask = np.zeros(x.shape, dtype=x.dtype)
     else: mask = (get_rng().random(x.shape, dtype=np.float32) >= p).astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
     return record("dropout", x.data * mask, (x,), (mask,))
-    ### END SOLUTION
 
 
 @derivative("dropout")
 def _dropout_backward(g, mask):
-    ### BEGIN SOLUTION
     return (g * mask,)
-    ### END SOLUTION
 
 
 class Dropout(Module):

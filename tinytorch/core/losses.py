@@ -60,7 +60,6 @@ def cross_entropy(logits, targets, ignore_index=-100, reduction="mean", label_sm
     all_valid = bool(valid.all())
     if not all_valid: t = np.where(valid, t, 0)          # any in-range id; those rows are zeroed below
     eps = float(label_smoothing)
-    ### BEGIN SOLUTION
     x = logits.data.reshape(-1, C)
     rows = np.arange(x.shape[0])
     with np.errstate(invalid="ignore"):                 # a row of only -inf logits gives NaN, like PyTorch
@@ -87,12 +86,10 @@ def cross_entropy(logits, targets, ignore_index=-100, reduction="mean", label_sm
         out = np.asarray(loss.sum() / n_valid if n_valid else np.nan, dtype=x.dtype)
     saved = (e, total, t, None if all_valid else valid, n_valid, reduction, eps, logits.shape)
     return record("cross_entropy", out, (logits,), saved)
-    ### END SOLUTION
 
 
 @derivative("cross_entropy")
 def _cross_entropy_backward(g, e, total, t, valid, n_valid, reduction, eps, shape):
-    ### BEGIN SOLUTION
     N, C = e.shape
     if reduction == "none":
         w = g.reshape(-1).astype(e.dtype)               # per-row weight: the incoming gradient
@@ -105,7 +102,6 @@ def _cross_entropy_backward(g, e, total, t, valid, n_valid, reduction, eps, shap
     if eps: gx -= (w * (eps / C))[:, None]
     gx[np.arange(N), t] -= w * (1.0 - eps)              # minus w * onehot, without building it
     return (gx.reshape(shape),)
-    ### END SOLUTION
 
 # %% ../../modules/05_losses/losses.py #8
 def mse_loss(input, target, reduction="mean"):
@@ -120,23 +116,19 @@ def mse_loss(input, target, reduction="mean"):
     if target.shape != input.shape:
         raise ValueError(f"mse_loss: input of shape {input.shape} and target of shape {target.shape} differ; "
                          f"reshape one of them (mse_loss does not broadcast)")
-    ### BEGIN SOLUTION
     diff = input.data - target.data
     sq = diff * diff
     if reduction == "none": out = sq
     elif reduction == "sum": out = np.asarray(sq.sum())
     else: out = np.asarray(sq.mean())
     return record("mse_loss", out, (input, target), (diff, reduction, target.requires_grad))
-    ### END SOLUTION
 
 
 @derivative("mse_loss")
 def _mse_loss_backward(g, diff, reduction, target_needs_grad):
-    ### BEGIN SOLUTION
     scale = 2.0 * g / diff.size if reduction == "mean" else 2.0 * g
     gi = diff * scale
     return gi, (-gi if target_needs_grad else None)
-    ### END SOLUTION
 
 # %% ../../modules/05_losses/losses.py #11
 class CrossEntropyLoss:

@@ -187,7 +187,6 @@ class SGD(Optimizer):
         weight_decay, nesterov = float(group["weight_decay"]), group["nesterov"]
         for p, w, g in params:
             # hint: d = g + λw; b = d on the first step, then b = μb + (1-τ)d; Nesterov uses d + μb, else b; w -= η·d
-            ### BEGIN SOLUTION
             d = g
             if weight_decay != 0:                                   # d = g + λ w
                 d = np.multiply(w, weight_decay, out=self._tmp(w, 0))
@@ -210,7 +209,6 @@ class SGD(Optimizer):
                 else:
                     d = buf
             w += np.multiply(d, -lr, out=self._tmp(w, 0))           # w = w - η d
-            ### END SOLUTION
 
 # %% ../../modules/06_optimizers/optimizers.py #12
 class Adam(Optimizer):
@@ -240,7 +238,6 @@ class Adam(Optimizer):
                 state = self.state[p] = {"step": 0, "exp_avg": np.zeros_like(w), "exp_avg_sq": np.zeros_like(w)}
             m, v = state["exp_avg"], state["exp_avg_sq"]
             # hint: count the step; decay (AdamW: w *= 1-ηλ, Adam: g + λw); update m, v; w -= η/(1-β1^t) · m/(√v/√(1-β2^t) + ε)
-            ### BEGIN SOLUTION
             state["step"] += 1
             t = state["step"]
             if weight_decay != 0:
@@ -257,7 +254,6 @@ class Adam(Optimizer):
             bias_correction2 = 1 - beta2 ** t
             np.sqrt(v, out=tmp); tmp /= bias_correction2 ** 0.5; tmp += eps    # denominator √v̂ + ε
             np.divide(m, tmp, out=tmp); tmp *= -lr / bias_correction1; w += tmp
-            ### END SOLUTION
 
 
 class AdamW(Adam):
@@ -274,7 +270,6 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     grads = [p.grad.data for p in parameters if p.grad is not None]
     if not grads: return _wrap(np.array(0.0, dtype=np.float32))
     # hint: total = the norm of the per-gradient norms; if max_norm / (total + 1e-6) < 1, multiply every gradient by it
-    ### BEGIN SOLUTION
     if norm_type == 2.0:                      # the usual case, through BLAS: |g|^2 = g . g, summed in float64
         dtype = np.result_type(*grads)
         squares = np.array([np.vdot(g, g) for g in grads], dtype=np.float64)   # vdot flattens
@@ -289,7 +284,6 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if clip_coef < 1.0:
         for g in grads: g *= clip_coef
     return _wrap(np.asarray(total))
-    ### END SOLUTION
 
 # %% ../../modules/06_optimizers/optimizers.py #19
 class CosineWarmupSchedule:
@@ -308,7 +302,6 @@ class CosineWarmupSchedule:
         "The learning rate at `step` (0-based)."
         if step < 0: raise ValueError(f"step must be >= 0, got {step}")
         # hint: three cases: step < warmup_iters, step > decay_iters, and the cosine in between
-        ### BEGIN SOLUTION
         if step < self.warmup_iters:
             return self.max_lr * (step + 1) / (self.warmup_iters + 1)
         if step > self.decay_iters:
@@ -316,7 +309,6 @@ class CosineWarmupSchedule:
         decay_ratio = (step - self.warmup_iters) / (self.decay_iters - self.warmup_iters)
         coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))
         return self.min_lr + coeff * (self.max_lr - self.min_lr)
-        ### END SOLUTION
 
     def apply(self, optimizer, step):
         "Set `lr` of every parameter group of `optimizer` to the rate at `step`; return it."

@@ -276,61 +276,47 @@ def _tensor_operand(x):
 
 def add(a, b):
     "a + b"
-    ### BEGIN SOLUTION
     b = _py(b)
     if _is_scalar(b): return record("add_scalar", a.data + b, (a,))
     b = _tensor_operand(b)
     return record("add", _binary("add", np.add, a, b), (a, b))
-    ### END SOLUTION
 
 def sub(a, b):
     "a - b"
-    ### BEGIN SOLUTION
     b = _py(b)
     if _is_scalar(b): return record("add_scalar", a.data - b, (a,))
     b = _tensor_operand(b)
     return record("sub", _binary("sub", np.subtract, a, b), (a, b))
-    ### END SOLUTION
 
 def rsub(a, b):
     "b - a, for a number b"
-    ### BEGIN SOLUTION
     b = _py(b)
     if _is_scalar(b): return record("rsub_scalar", b - a.data, (a,))
     return sub(_tensor_operand(b), a)
-    ### END SOLUTION
 
 def mul(a, b):
     "a * b"
-    ### BEGIN SOLUTION
     b = _py(b)
     if _is_scalar(b): return record("mul_scalar", a.data * b, (a,), (b,))
     b = _tensor_operand(b)
     return record("mul", _binary("mul", np.multiply, a, b), (a, b), (a.data, b.data))
-    ### END SOLUTION
 
 def div(a, b):
     "a / b"
-    ### BEGIN SOLUTION
     b = _py(b)
     if _is_scalar(b): return record("div_scalar", a.data / b, (a,), (b,))
     b = _tensor_operand(b)
     return record("div", _binary("div", np.divide, a, b), (a, b), (a.data, b.data))
-    ### END SOLUTION
 
 def rdiv(a, b):
     "b / a, for a number b"
-    ### BEGIN SOLUTION
     b = _py(b)
     if _is_scalar(b): return record("rdiv_scalar", b / a.data, (a,), (a.data, b))
     return div(_tensor_operand(b), a)
-    ### END SOLUTION
 
 def neg(a):
     "-a"
-    ### BEGIN SOLUTION
     return record("neg", -a.data, (a,))
-    ### END SOLUTION
 
 def _power(x, n):
     "x ** n with small integer exponents as products: `x ** 3` on float32 is ~60x slower than `x*x*x`."
@@ -343,89 +329,65 @@ def _power(x, n):
 
 def pow(a, b):
     "a ** b, for a number or a tensor b"
-    ### BEGIN SOLUTION
     b = _py(b)
     if _is_scalar(b): return record("pow_scalar", _power(a.data, b), (a,), (a.data, b))
     b = _tensor_operand(b)
     out = _binary("pow", np.power, a, b)
     return record("pow", out, (a, b), (a.data, b.data, out))
-    ### END SOLUTION
 
 def rpow(a, b):
     "b ** a, for a number b"
-    ### BEGIN SOLUTION
     b = _py(b)
     out = np.power(b, a.data)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_base = float(np.log(b))
     return record("rpow_scalar", out, (a,), (out, log_base))
-    ### END SOLUTION
 
-# %% ../../modules/01_tensor/tensor.py #18
+# %% ../../modules/01_tensor/tensor.py #20
 def exp(a):
-    ### BEGIN SOLUTION
     out = np.exp(a.data)
     return record("exp", out, (a,), (out,))
-    ### END SOLUTION
 
 def log(a):
-    ### BEGIN SOLUTION
     return record("log", np.log(a.data), (a,), (a.data,))
-    ### END SOLUTION
 
 def sqrt(a):
-    ### BEGIN SOLUTION
     out = np.sqrt(a.data)
     return record("sqrt", out, (a,), (out,))
-    ### END SOLUTION
 
 def tanh(a):
-    ### BEGIN SOLUTION
     out = np.tanh(a.data)
     return record("tanh", out, (a,), (out,))
-    ### END SOLUTION
 
 def sigmoid(a):
-    ### BEGIN SOLUTION
     out = np.tanh(a.data * 0.5)
     out += 1.0
     out *= 0.5
     return record("sigmoid", out, (a,), (out,))
-    ### END SOLUTION
 
 def relu(a):
-    ### BEGIN SOLUTION
     return record("relu", np.maximum(a.data, 0), (a,), (a.data,))
-    ### END SOLUTION
 
 def abs(a):
-    ### BEGIN SOLUTION
     return record("abs", np.abs(a.data), (a,), (a.data,))
-    ### END SOLUTION
 
 def maximum(a, b):
     "Elementwise maximum; at ties the gradient is split evenly, as in PyTorch."
-    ### BEGIN SOLUTION
     a, b = _tensor_operand(a), _tensor_operand(b)
     return record("maximum", _binary("maximum", np.maximum, a, b), (a, b), (a.data, b.data))
-    ### END SOLUTION
 
 def minimum(a, b):
     "Elementwise minimum; at ties the gradient is split evenly, as in PyTorch."
-    ### BEGIN SOLUTION
     a, b = _tensor_operand(a), _tensor_operand(b)
     return record("minimum", _binary("minimum", np.minimum, a, b), (a, b), (a.data, b.data))
-    ### END SOLUTION
 
 def clip(a, min=None, max=None):
     "Clamp to [min, max]; the gradient flows where min <= a <= max (PyTorch's `clamp`)."
-    ### BEGIN SOLUTION
     if min is None and max is None: raise ValueError("clip: give at least one of min and max")
     min, max = _py(min), _py(max)
     return record("clip", np.clip(a.data, min, max), (a,), (a.data, min, max))
-    ### END SOLUTION
 
-# %% ../../modules/01_tensor/tensor.py #21
+# %% ../../modules/01_tensor/tensor.py #23
 def _axis(ndim, axis, dim):
     "Normalise axis/dim to a sorted tuple of non-negative axes (None = all)."
     if dim is not None:
@@ -445,50 +407,39 @@ def _keep(keepdims, keepdim):
 
 
 def sum(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
-    ### BEGIN SOLUTION
     axes, keep = _axis(a.ndim, axis, dim), _keep(keepdims, keepdim)
     return record("sum", a.data.sum(axis=axes, keepdims=keep), (a,), (a.shape, axes, keep))
-    ### END SOLUTION
 
 def mean(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
-    ### BEGIN SOLUTION
     axes, keep = _axis(a.ndim, axis, dim), _keep(keepdims, keepdim)
     count = 1
     for ax in axes: count *= a.shape[ax]
     out = a.data.sum(axis=axes, keepdims=keep) / count      # np.mean does the same with more Python overhead
     return record("mean", out, (a,), (a.shape, axes, keep))
-    ### END SOLUTION
 
 def max(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
     "Largest value (like `torch.amax`); ties share the gradient evenly."
-    ### BEGIN SOLUTION
     axes, keep = _axis(a.ndim, axis, dim), _keep(keepdims, keepdim)
     out = a.data.max(axis=axes, keepdims=True)
     return record("max", out if keep else out.reshape(np.delete(a.shape, axes)), (a,), (a.data, out, axes, keep))
-    ### END SOLUTION
 
 def min(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
     "Smallest value (like `torch.amin`); ties share the gradient evenly."
-    ### BEGIN SOLUTION
     axes, keep = _axis(a.ndim, axis, dim), _keep(keepdims, keepdim)
     out = a.data.min(axis=axes, keepdims=True)
     return record("min", out if keep else out.reshape(np.delete(a.shape, axes)), (a,), (a.data, out, axes, keep))
-    ### END SOLUTION
 
 def var(a, axis=None, keepdims=False, correction=1, *, dim=None, keepdim=None, unbiased=None):
     "Variance; `correction=1` (PyTorch's default) divides by n - 1."
-    ### BEGIN SOLUTION
     if unbiased is not None: correction = int(unbiased)
     axes, keep = _axis(a.ndim, axis, dim), _keep(keepdims, keepdim)
     n = int(np.prod([a.shape[i] for i in axes]))
     centered = a.data - a.data.mean(axis=axes, keepdims=True)
     out = np.sum(centered * centered, axis=axes, keepdims=keep) / (n - correction)
     return record("var", out, (a,), (centered, axes, keep, n - correction))
-    ### END SOLUTION
 
-# %% ../../modules/01_tensor/tensor.py #24
+# %% ../../modules/01_tensor/tensor.py #26
 def matmul(a, b):
-    ### BEGIN SOLUTION
     b = _tensor_operand(b)
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: both operands need at least one dimension; got shapes {a.shape} and {b.shape}")
@@ -500,18 +451,15 @@ def matmul(a, b):
                f"batch dimensions {a.shape[:-2]} and {b.shape[:-2]} cannot be broadcast together")
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match ({why})") from None
     return record("matmul", out, (a, b), (a.data, b.data))
-    ### END SOLUTION
 
-# %% ../../modules/01_tensor/tensor.py #27
+# %% ../../modules/01_tensor/tensor.py #29
 def reshape(a, *shape):
-    ### BEGIN SOLUTION
     shape = _shape(shape)
     try:
         out = a.data.reshape(shape)
     except ValueError:
         raise ValueError(f"reshape: cannot reshape a tensor of shape {a.shape} ({a.size} elements) into {shape}") from None
     return record("reshape", out, (a,), (a.shape,))
-    ### END SOLUTION
 
 def _axis1(a, ax, op):
     n = a.ndim
@@ -519,45 +467,34 @@ def _axis1(a, ax, op):
     return ax % n
 
 def squeeze(a, dim=None):
-    ### BEGIN SOLUTION
     if dim is None: return reshape(a, tuple(s for s in a.shape if s != 1))
     dims = {_axis1(a, d, "squeeze") for d in ((dim,) if isinstance(dim, int) else dim)}
     return reshape(a, tuple(s for i, s in enumerate(a.shape) if not (i in dims and s == 1)))
-    ### END SOLUTION
 
 def unsqueeze(a, dim):
-    ### BEGIN SOLUTION
     n = a.ndim + 1
     if not -n <= dim < n: raise ValueError(f"unsqueeze: dimension {dim} is out of range for a tensor of shape {a.shape}")
     dim %= n
     return reshape(a, a.shape[:dim] + (1,) + a.shape[dim:])
-    ### END SOLUTION
 
 def flatten(a, start_dim=0, end_dim=-1):
-    ### BEGIN SOLUTION
     if a.ndim == 0: return reshape(a, (1,))
     s, e = _axis1(a, start_dim, "flatten"), _axis1(a, end_dim, "flatten")
     return reshape(a, a.shape[:s] + (-1,) + a.shape[e + 1:])
-    ### END SOLUTION
 
 def permute(a, *dims):
-    ### BEGIN SOLUTION
     dims = _shape(dims)
     if len(dims) != a.ndim or sorted(d % a.ndim for d in dims if -a.ndim <= d < a.ndim) != list(range(a.ndim)):
         raise ValueError(f"permute: {dims} is not a permutation of the {a.ndim} dimensions of shape {a.shape}")
     dims = tuple(d % a.ndim for d in dims)
     return record("permute", a.data.transpose(dims), (a,), (dims,))
-    ### END SOLUTION
 
 def transpose(a, dim0=-2, dim1=-1):
     "Swap two dimensions (the last two by default)."
-    ### BEGIN SOLUTION
     d0, d1 = _axis1(a, dim0, "transpose"), _axis1(a, dim1, "transpose")
     return record("transpose", a.data.swapaxes(d0, d1), (a,), (d0, d1))
-    ### END SOLUTION
 
 def broadcast_to(a, *shape):
-    ### BEGIN SOLUTION
     shape = _shape(shape)
     lead = len(shape) - a.ndim
     if lead < 0: raise ValueError(f"expand: cannot expand shape {a.shape} to fewer dimensions {shape}")
@@ -568,11 +505,10 @@ def broadcast_to(a, *shape):
     except ValueError:
         raise ValueError(f"expand: cannot expand shape {a.shape} to {shape}") from None
     return record("expand", out, (a,))
-    ### END SOLUTION
 
 expand = broadcast_to
 
-# %% ../../modules/01_tensor/tensor.py #30
+# %% ../../modules/01_tensor/tensor.py #32
 def _index_data(idx):
     "Replace tensors inside an index by their arrays."
     if isinstance(idx, Tensor): return idx.data
@@ -584,14 +520,12 @@ def _is_basic_index(idx):
     return all(i is None or i is Ellipsis or isinstance(i, (int, np.integer, slice)) for i in items)
 
 def getitem(a, idx):
-    ### BEGIN SOLUTION
     idx = _index_data(idx)
     try:
         out = a.data[idx]
     except IndexError as e:
         raise IndexError(f"index into a tensor of shape {a.shape}: {e}") from None
     return record("getitem", out, (a,), (a.shape, idx, _is_basic_index(idx)))
-    ### END SOLUTION
 
 def _tensors(tensors, op):
     tensors = [_tensor_operand(t) for t in tensors]
@@ -600,7 +534,6 @@ def _tensors(tensors, op):
 
 def cat(tensors, axis=0, *, dim=None):
     "Join tensors along an existing axis."
-    ### BEGIN SOLUTION
     tensors = _tensors(tensors, "cat")
     axis = axis if dim is None else dim
     try:
@@ -608,24 +541,20 @@ def cat(tensors, axis=0, *, dim=None):
     except (ValueError, np.exceptions.AxisError):
         raise ValueError(f"cat: shapes {[t.shape for t in tensors]} cannot be joined along axis {axis}") from None
     return record("cat", out, tuple(tensors), (axis % out.ndim, [t.shape[axis] for t in tensors]))
-    ### END SOLUTION
 
 concatenate = cat
 
 def stack(tensors, axis=0, *, dim=None):
     "Join same-shaped tensors along a new axis."
-    ### BEGIN SOLUTION
     tensors = _tensors(tensors, "stack")
     axis = axis if dim is None else dim
     if len({t.shape for t in tensors}) != 1:
         raise ValueError(f"stack: all tensors must have the same shape; got {[t.shape for t in tensors]}")
     out = np.stack([t.data for t in tensors], axis=axis)
     return record("stack", out, tuple(tensors), (axis % out.ndim,))
-    ### END SOLUTION
 
 def split(a, split_size_or_sections, axis=0, *, dim=None):
     "Cut into pieces: an int is the size of each piece (the last may be smaller), a list the sizes."
-    ### BEGIN SOLUTION
     axis = _axis1(a, axis if dim is None else dim, "split")
     n = a.shape[axis]
     if isinstance(split_size_or_sections, int):
@@ -642,11 +571,9 @@ def split(a, split_size_or_sections, axis=0, *, dim=None):
         pieces.append(getitem(a, idx))
         start += size
     return tuple(pieces)
-    ### END SOLUTION
 
 def where(condition, a, b):
     "Elementwise `a` where `condition` is true, else `b`."
-    ### BEGIN SOLUTION
     cond = condition.data if isinstance(condition, Tensor) else np.asarray(condition)
     if cond.dtype != np.bool_: raise TypeError(f"where: condition must be boolean, got dtype {cond.dtype}")
     a = a if isinstance(a, Tensor) else Tensor(a, dtype=b.dtype if isinstance(b, Tensor) else None)
@@ -656,11 +583,9 @@ def where(condition, a, b):
     except ValueError:
         raise ValueError(f"where: shapes {cond.shape}, {a.shape} and {b.shape} cannot be broadcast together") from None
     return record("where", out, (a, b), (cond,))
-    ### END SOLUTION
 
 def masked_fill(a, mask, value):
     "Replace the entries where `mask` is true by `value` (the mask broadcasts to `a`'s shape)."
-    ### BEGIN SOLUTION
     mask = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
     if mask.dtype != np.bool_: raise TypeError(f"masked_fill: mask must be boolean, got dtype {mask.dtype}")
     try:
@@ -670,7 +595,6 @@ def masked_fill(a, mask, value):
     if not fits:
         raise ValueError(f"masked_fill: mask of shape {mask.shape} does not broadcast to the tensor's shape {a.shape}")
     return record("masked_fill", np.where(mask, np.asarray(value, dtype=a.dtype), a.data), (a,), (mask,))
-    ### END SOLUTION
 
 def _compare(fn, op):
     def compare(a, b):
@@ -682,7 +606,7 @@ def _compare(fn, op):
     compare.__name__ = op
     return compare
 
-# %% ../../modules/01_tensor/tensor.py #33
+# %% ../../modules/01_tensor/tensor.py #35
 def _reflected(fn):
     return lambda a, b: fn(_tensor_operand(b), a)
 

@@ -43,7 +43,6 @@ def _require_hf_compatible(model):
 
 def load_hf_gpt2_state_dict(model, hf_state_dict):
     "Load a Hugging Face GPT-2 state dict (GPT2LMHeadModel or GPT2Model layout) into `model`; return the model."
-    ### BEGIN SOLUTION
     _require_hf_compatible(model)
     items = dict(hf_state_dict)
     prefixed = any(k.startswith("transformer.") for k in items)
@@ -84,12 +83,10 @@ def load_hf_gpt2_state_dict(model, hf_state_dict):
     ours["lm_head.weight"] = ours["token_embedding.weight"]
     model.load_state_dict(ours)
     return model
-    ### END SOLUTION
 
 
 def to_hf_gpt2_state_dict(model):
     "The model's weights as a Hugging Face GPT2LMHeadModel state dict (NumPy arrays, Conv1D weights transposed)."
-    ### BEGIN SOLUTION
     _require_hf_compatible(model)
     ours = dict(model._state_entries())
     out = OrderedDict()
@@ -98,7 +95,6 @@ def to_hf_gpt2_state_dict(model):
         out["transformer." + hf] = np.ascontiguousarray(arr.T) if transpose else arr.copy()
     out["lm_head.weight"] = out["transformer.wte.weight"].copy()
     return out
-    ### END SOLUTION
 
 
 def gpt_from_hf_state_dict(hf_state_dict, num_heads=None, dtype=None, cls=GPT, **overrides):

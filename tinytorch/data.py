@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import tinytorch
 from .core.tensor import get_rng
 from .core.layers import save, load, CheckpointError
 from .text.tokenization import CharTokenizer, BPETokenizer, GPT2Tokenizer, gpt2_pretokenizer
@@ -26,7 +27,7 @@ from .text.tokenization import CharTokenizer, BPETokenizer, GPT2Tokenizer, gpt2_
 # %% ../modules/14_data/data.py #4
 DEFAULT_CORPUS = "shakespeare"
 STDLIB_CORPUS = "python-stdlib"
-TINY_SHAKESPEARE_PATH = Path(__file__).resolve().parent / "datasets" / "tinyshakespeare.txt"
+TINY_SHAKESPEARE_PATH = Path(tinytorch.__file__).resolve().parent / "datasets" / "tinyshakespeare.txt"
 STDLIB_CORPUS_MODULES = (
     "textwrap", "difflib", "heapq", "bisect", "fractions", "statistics", "calendar", "string", "shlex",
     "csv", "dataclasses", "functools", "enum", "collections", "random", "argparse", "configparser",

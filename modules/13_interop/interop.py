@@ -32,6 +32,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+import tinytorch
 from tinytorch.core.layers import StateDictError
 from tinytorch.models.transformer import GPT, GPTConfig, _to_numpy
 from tinytorch.text.tokenization import CharTokenizer, GPT2Tokenizer, bytes_to_unicode
@@ -252,6 +253,7 @@ def test_hf_layout_round_trip():
 # %%
 #| export
 CHAR_VOCAB_FILE = "char_vocab.json"
+PRETRAINED_DIR = Path(tinytorch.__file__).resolve().parent / "pretrained"    # models shipped with the package
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", CHAR_VOCAB_FILE)
 GPT2_EOT = "<|endoftext|>"
 

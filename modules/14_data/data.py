@@ -34,6 +34,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import tinytorch
 from tinytorch.core.tensor import get_rng
 from tinytorch.core.layers import save, load, CheckpointError
 from tinytorch.text.tokenization import CharTokenizer, BPETokenizer, GPT2Tokenizer, gpt2_pretokenizer
@@ -59,7 +60,7 @@ from tinytorch.text.tokenization import CharTokenizer, BPETokenizer, GPT2Tokeniz
 #| export
 DEFAULT_CORPUS = "shakespeare"
 STDLIB_CORPUS = "python-stdlib"
-TINY_SHAKESPEARE_PATH = Path(__file__).resolve().parent / "datasets" / "tinyshakespeare.txt"
+TINY_SHAKESPEARE_PATH = Path(tinytorch.__file__).resolve().parent / "datasets" / "tinyshakespeare.txt"
 STDLIB_CORPUS_MODULES = (
     "textwrap", "difflib", "heapq", "bisect", "fractions", "statistics", "calendar", "string", "shlex",
     "csv", "dataclasses", "functools", "enum", "collections", "random", "argparse", "configparser",

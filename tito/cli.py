@@ -426,10 +426,11 @@ def module_reset(
 
 # ------------------------------------------------------------ train / generate ----
 # The main job lives in tito/main_job.py; tinytorch is imported only when these commands run.
-from .main_job import generate_cmd, train_cmd  # noqa: E402
+from .main_job import export_hf_cmd, generate_cmd, train_cmd  # noqa: E402
 
 app.command("train")(train_cmd)
 app.command("generate")(generate_cmd)
+app.command("export-hf")(export_hf_cmd)
 
 
 def main() -> None:

@@ -25,8 +25,8 @@ INTERRUPTED = 130
 
 # Every TrainConfig field is a flag: (field, type, extra flag names (nanoGPT's), help).
 HYPERPARAMETERS = (
-    ("data", str, (), "Corpus: a text file, 'shakespeare' (Tiny Shakespeare, downloaded once and "
-                      "checksum-verified) or 'python-stdlib' (the default: Python's own standard library source)."),
+    ("data", str, (), "Corpus: a text file, 'shakespeare' (the default: Tiny Shakespeare, shipped with "
+                      "tinytorch) or 'python-stdlib' (Python's own standard library source)."),
     ("tokenizer", str, (), "'char' (one token per character) or 'gpt2' (GPT-2's byte-level BPE)."),
     ("val_fraction", float, (), "Fraction of the text, at its end, held out for validation."),
     ("context_length", int, ("--block-size",), "Tokens of context the model sees."),
@@ -159,7 +159,7 @@ def _train(preset: str, out: Optional[Path], resume: Optional[Path], overwrite: 
         _say("-" * 60)
         generation = _import("generation")
         model, tokenizer, _ = training.model_from_checkpoint(out_dir / "ckpt.npz")
-        prompt = "def " if config.data == training.DEFAULT_CORPUS and config.tokenizer == "char" else ""
+        prompt = "def " if config.data == "python-stdlib" and config.tokenizer == "char" else ""
         sys.stdout.write(prompt)
         _stream(generation, model, tokenizer, tokenizer.encode(prompt) if prompt else _default_prompt(tokenizer),
                 sample_tokens, 0.8, 200, None, config.seed, ())
@@ -240,16 +240,10 @@ def _stream(generation, model, tokenizer, prompt_ids, max_new_tokens, temperatur
 
 
 def _generate(checkpoint: Optional[Path], prompt: str, max_new_tokens: int, temperature: float, top_k: Optional[int],
-              top_p: Optional[float], seed: Optional[int], num_samples: int, stop: List[str]):
+              top_p: Optional[float], seed: Optional[int], num_samples: int, stop: List[str], hf: Optional[str] = None):
     training = _import("training")
     generation = _import("generation")
-    if checkpoint is None:
-        found = sorted(Path("runs").glob("*/ckpt.npz"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise JobError("no checkpoint found under runs/: train one with 'tito train', or pass --checkpoint PATH")
-        checkpoint = found[-1]
-        _console(stderr=True).print(f"(checkpoint {checkpoint})")
-    model, tokenizer, config = training.model_from_checkpoint(training.load_checkpoint(checkpoint))
+    model, tokenizer = _model_to_generate(training, checkpoint, hf)
     try:
         prompt_ids = tokenizer.encode(prompt) if prompt else _default_prompt(tokenizer)
     except (KeyError, ValueError) as e:
@@ -289,10 +283,12 @@ def generate_cmd(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for a reproducible sample."),
     num_samples: int = typer.Option(1, "--num-samples", help="Independent samples to print."),
     stop: List[str] = typer.Option([], "--stop", help="Stop when this token is generated (repeatable)."),
+    hf: Optional[str] = typer.Option(None, "--hf", help="A Hugging Face GPT-2 folder, or a model name in the local "
+                                                        "Hugging Face cache (e.g. gpt2); never downloads."),
 ):
     """Generate text from a trained checkpoint, streamed as it is produced."""
     try:
-        _generate(checkpoint, prompt, max_new_tokens, temperature, top_k, top_p, seed, num_samples, stop)
+        _generate(checkpoint, prompt, max_new_tokens, temperature, top_k, top_p, seed, num_samples, stop, hf)
     except typer.Exit:
         raise
     except KeyboardInterrupt:
@@ -304,5 +300,69 @@ def generate_cmd(
         except (OSError, ValueError):
             pass
         raise typer.Exit(0)
+    except Exception as e:
+        _handle(e)
+
+
+# --------------------------------------------------------------- Hugging Face folders ----
+def _hf_module():
+    hf = _import("models.hf")
+    try:
+        hf._safetensors()
+    except ImportError as e:
+        raise JobError(str(e)) from None
+    return hf
+
+
+def _load_hf_folder(hf, name_or_path):
+    folder = hf.resolve_pretrained(name_or_path)
+    _console(stderr=True).print(f"(model {folder})")
+    return hf.from_pretrained(folder), hf.tokenizer_from_pretrained(folder)
+
+
+def _model_to_generate(training, checkpoint, hf_name):
+    """(model, tokenizer): --hf's folder, else --checkpoint, else the newest runs/*/ckpt.npz, else the shipped model."""
+    if hf_name is not None:
+        if checkpoint is not None:
+            raise JobError("give either --checkpoint or --hf, not both")
+        return _load_hf_folder(_hf_module(), hf_name)
+    if checkpoint is None:
+        found = sorted(Path("runs").glob("*/ckpt.npz"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            hf = _hf_module()
+            if hf.PRETRAINED_DIR.joinpath("shakespeare-char", "config.json").is_file():
+                return _load_hf_folder(hf, hf.PRETRAINED_DIR / "shakespeare-char")
+            raise JobError("no checkpoint found under runs/: train one with 'tito train', or pass --checkpoint PATH")
+        checkpoint = found[-1]
+        _console(stderr=True).print(f"(checkpoint {checkpoint})")
+    model, tokenizer, _ = training.model_from_checkpoint(training.load_checkpoint(checkpoint))
+    return model, tokenizer
+
+
+def export_hf_cmd(
+    run: Path = typer.Argument(..., help="A checkpoint written by tito train (ckpt.npz or its run folder)."),
+    directory: Path = typer.Argument(..., help="The Hugging Face model folder to write."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the model in a folder that already holds one."),
+):
+    """Write a trained model as a Hugging Face GPT-2 folder (config.json, model.safetensors, tokenizer files)."""
+    try:
+        training = _import("training")
+        hf = _hf_module()
+        if directory.exists():
+            if not directory.is_dir():
+                raise JobError(f"{directory} exists and is not a folder")
+            if (directory / "config.json").exists() and not overwrite:
+                raise JobError(f"{directory} already holds a model; replace it with --overwrite or choose another folder")
+            if any(directory.iterdir()) and not (directory / "config.json").exists():
+                raise JobError(f"{directory} is not empty and holds no model; choose an empty or new folder")
+        model, tokenizer, _ = training.model_from_checkpoint(training.load_checkpoint(run))
+        hf.save_pretrained(model, directory, tokenizer)
+        _say(f"Wrote {directory}: " + ", ".join(sorted(p.name for p in directory.iterdir())))
+        _say(f"Load it with GPT.from_pretrained('{directory}') or transformers' "
+             f"GPT2LMHeadModel.from_pretrained('{directory}'); sample it with: tito generate --hf {directory}")
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        _fail("\nInterrupted.", INTERRUPTED)
     except Exception as e:
         _handle(e)

@@ -34,6 +34,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import tinytorch
 from tinytorch.core.tensor import get_rng
 from tinytorch.core.layers import save, load, CheckpointError
 from tinytorch.text.tokenization import CharTokenizer, BPETokenizer, GPT2Tokenizer, gpt2_pretokenizer
@@ -41,23 +42,25 @@ from tinytorch.text.tokenization import CharTokenizer, BPETokenizer, GPT2Tokeniz
 # %% [markdown]
 # ## 1. Where the text comes from
 #
-# `tito train` must work on every machine, offline, with nothing downloaded. The one large
-# text every Python installation carries is the Python standard library itself, so the
-# default corpus is the source code of a fixed list of pure-Python standard-library modules
-# (`textwrap`, `difflib`, `argparse`, `dataclasses`, ...): about one megabyte, the size of
-# Tiny Shakespeare. We keep only printable ASCII lines, so the vocabulary has at most 96
-# characters, and a character-level GPT trained on it learns to write Python: indentation,
-# `def`, `self.`, docstrings, balanced brackets. The exact text depends on the Python
-# version, so the run prints the corpus's size and SHA-256.
+# `tito train` must work on every machine, offline, with nothing downloaded, so the text it
+# trains on ships inside the package: Tiny Shakespeare (`tinytorch/datasets/tinyshakespeare.txt`,
+# public domain, 1,115,394 characters, 65 distinct ones), the corpus of nanoGPT's
+# character-level example, so a run here can be compared with a run there. It is checked
+# against its SHA-256 when read. Should the file be missing (a package copied without its
+# data), it is downloaded once and cached under `~/.cache/tinytorch` (or `$TINYTORCH_CACHE`);
+# when the machine is offline the error says how to get the file there by hand.
 #
-# `"shakespeare"` is the canonical Tiny Shakespeare. It is downloaded once, checked against
-# its SHA-256 and cached under `~/.cache/tinytorch` (or `$TINYTORCH_CACHE`); when the machine
-# is offline the error says how to get the file there by hand. Any other source is a path to
-# a UTF-8 text file.
+# `"python-stdlib"` is a second built-in corpus, present wherever Python is: the source code
+# of a fixed list of pure-Python standard-library modules (`textwrap`, `difflib`, `argparse`,
+# ...), printable-ASCII lines only, about one megabyte. A character-level GPT trained on it
+# learns to write Python: indentation, `def`, `self.`, balanced brackets. Its exact text
+# depends on the Python version. Any other source is a path to a UTF-8 text file.
 
 # %%
 #| export
-DEFAULT_CORPUS = "python-stdlib"
+DEFAULT_CORPUS = "shakespeare"
+STDLIB_CORPUS = "python-stdlib"
+TINY_SHAKESPEARE_PATH = Path(tinytorch.__file__).resolve().parent / "datasets" / "tinyshakespeare.txt"
 STDLIB_CORPUS_MODULES = (
     "textwrap", "difflib", "heapq", "bisect", "fractions", "statistics", "calendar", "string", "shlex",
     "csv", "dataclasses", "functools", "enum", "collections", "random", "argparse", "configparser",
@@ -115,7 +118,18 @@ def _write_atomic(path, write):
         raise
 
 
-def tiny_shakespeare(cache=None, url=None, timeout=30):
+def tiny_shakespeare():
+    "Path of Tiny Shakespeare: the copy shipped in the package, else a download cached by `download_tiny_shakespeare`."
+    path = TINY_SHAKESPEARE_PATH
+    if path.is_file():
+        if _sha256(path) != TINY_SHAKESPEARE_SHA256:
+            raise DataError(f"{path} does not have Tiny Shakespeare's SHA-256 {TINY_SHAKESPEARE_SHA256}: the installed "
+                            "package is damaged; reinstall tinytorch")
+        return path
+    return download_tiny_shakespeare()
+
+
+def download_tiny_shakespeare(cache=None, url=None, timeout=30):
     "Path of Tiny Shakespeare, downloaded once into `cache` and checked against its SHA-256."
     url = url or TINY_SHAKESPEARE_URL
     path = Path(cache or cache_dir()) / "tinyshakespeare.txt"
@@ -144,9 +158,9 @@ def tiny_shakespeare(cache=None, url=None, timeout=30):
 
 
 def load_text(source=DEFAULT_CORPUS):
-    "The text of a corpus: 'python-stdlib', 'shakespeare', or a path to a UTF-8 text file."
+    "The text of a corpus: 'shakespeare' (shipped), 'python-stdlib', or a path to a UTF-8 text file."
     source = os.fspath(source)
-    if source == DEFAULT_CORPUS:
+    if source == STDLIB_CORPUS:
         text = python_stdlib_corpus()
         if len(text) < 100_000:
             raise DataError(f"this Python installation ships without the source of its standard library (found "
@@ -155,7 +169,7 @@ def load_text(source=DEFAULT_CORPUS):
         return text
     path = tiny_shakespeare() if source == "shakespeare" else Path(source).expanduser()
     if not path.is_file():
-        raise DataError(f"no such file: {source} (give a text file, 'shakespeare' or '{DEFAULT_CORPUS}')")
+        raise DataError(f"no such file: {source} (give a text file, 'shakespeare' or '{STDLIB_CORPUS}')")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -302,10 +316,13 @@ def test_load_text_errors(tmp_path):
     with pytest.raises(DataError, match="not UTF-8"):
         load_text(tmp_path / "bin.txt")
 
-def test_default_corpus():
+def test_corpora():
     text = load_text()
-    assert len(text) > 500_000 and set(text) <= set(chr(c) for c in range(32, 127)) | {"\n"}
-    assert "def " in text and "import" in text
+    assert len(text) == 1_115_394 and len(set(text)) == 65 and text.startswith("First Citizen:\n")
+    assert hashlib.sha256(text.encode("utf-8")).hexdigest() == TINY_SHAKESPEARE_SHA256
+    code = load_text(STDLIB_CORPUS)
+    assert len(code) > 500_000 and set(code) <= set(chr(c) for c in range(32, 127)) | {"\n"}
+    assert "def " in code and "import" in code
 
 # %% [markdown]
 # ## 4. Tokenizers inside checkpoints

@@ -71,7 +71,7 @@ from tinytorch.data import (DEFAULT_CORPUS, DataError, get_batch, load_text, pre
 @dataclasses.dataclass
 class TrainConfig:
     "Every setting of a training run (nanoGPT's names in comments)."
-    data: str = DEFAULT_CORPUS          # corpus: 'python-stdlib', 'shakespeare' or a file path
+    data: str = DEFAULT_CORPUS          # corpus: 'shakespeare' (shipped), 'python-stdlib' or a file path
     tokenizer: str = "char"             # 'char' or 'gpt2'
     val_fraction: float = 0.1           # last part of the text held out for validation
     context_length: int = 64            # block_size

@@ -343,6 +343,17 @@ class GPT(Module):
         from tinytorch.models.hf import to_hf_gpt2_state_dict
         return to_hf_gpt2_state_dict(self)
 
+    def save_pretrained(self, directory, tokenizer=None):
+        "Write a Hugging Face GPT-2 folder: config.json, model.safetensors, tokenizer files (module 13)."
+        from tinytorch.models.hf import save_pretrained
+        return save_pretrained(self, directory, tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, dtype=None):
+        "Load a Hugging Face GPT-2 folder (or a model in the local Hugging Face cache), sized by its config.json (module 13)."
+        from tinytorch.models.hf import from_pretrained
+        return from_pretrained(name_or_path, dtype=dtype, cls=cls)
+
     def extra_repr(self):
         c = self.config
         return (f"vocab_size={c.vocab_size}, embed_dim={c.embed_dim}, num_layers={c.num_layers}, "

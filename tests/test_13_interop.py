@@ -161,9 +161,12 @@ def test_from_hf_state_dict_infers_the_config():
     hf = make_hf()
     model = GPT.from_hf_state_dict(hf.state_dict(), num_heads=H)
     assert model.config == GPTConfig(vocab_size=V, max_seq_len=P, embed_dim=C, num_layers=L, num_heads=H)
+    small = to_hf_gpt2_state_dict(GPT(vocab_size=5, embed_dim=768, num_layers=1, num_heads=12, max_seq_len=4))
+    assert GPT.from_hf_state_dict(small).num_heads == 12               # a released GPT-2 width
     wide = to_hf_gpt2_state_dict(GPT(vocab_size=5, embed_dim=128, num_layers=1, num_heads=8, max_seq_len=4))
-    assert GPT.from_hf_state_dict(wide).num_heads == 2                 # GPT-2's 64-dimensional heads
-    with pytest.raises(ValueError, match="cannot infer num_heads for embed_dim 48: pass num_heads="):
+    with pytest.raises(ValueError, match="width 128 is not a released GPT-2 size .* pass num_heads="):
+        GPT.from_hf_state_dict(wide)                                   # 64-wide heads would be a silent guess
+    with pytest.raises(ValueError, match="width 48 is not a released GPT-2 size"):
         GPT.from_hf_state_dict(hf.state_dict())
 
 
@@ -180,7 +183,7 @@ def test_loader_errors_name_the_keys():
     sd["transformer.h.0.attn.c_attn.weight"] = sd["transformer.h.0.attn.c_attn.weight"].T   # a Linear-layout weight
     with pytest.raises(StateDictError, match=r"transformer.h.0.attn.c_attn.weight expected \(48, 144\), got \(144, 48\)"):
         load_hf_gpt2_state_dict(model, sd)
-    with pytest.raises(ValueError, match="bias=False"):
+    with pytest.raises(StateDictError, match="built with bias=False but these biases are not zero: transformer.h.0.ln_1.bias"):
         load_hf_gpt2_state_dict(GPT(V, C, L, H, max_seq_len=P, bias=False), hf.state_dict())
 
 

@@ -28,6 +28,8 @@
 
 # %%
 #| export
+import functools
+import io
 import json
 import os
 import tempfile
@@ -613,15 +615,28 @@ def save(obj, path):
     return path
 
 
+@functools.lru_cache(maxsize=512)
+def _npy_header(raw):
+    "(shape, fortran_order, dtype) of a .npy header, parsed by NumPy (cached: checkpoints repeat their headers)."
+    f = io.BytesIO(raw)
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    header = read(f)
+    if f.read(): raise ValueError("the .npy header is shorter than its declared length")
+    return header
+
+
 def _read_array(zf, info, budget):
     "One .npy member, its header checked against the member's size before any memory is allocated."
     if info.compress_type != zipfile.ZIP_STORED:
         raise CheckpointError(f"member {info.filename} is compressed; save() stores arrays uncompressed")
     with zf.open(info) as f:
-        version = np.lib.format.read_magic(f)
-        if version not in ((1, 0), (2, 0)): raise CheckpointError(f"member {info.filename}: unknown .npy version {version}")
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(f)
+        magic = f.read(8)
+        if magic[:6] != b"\x93NUMPY" or magic[6:] not in (b"\x01\x00", b"\x02\x00"):
+            raise CheckpointError(f"member {info.filename} is not a .npy array of version 1 or 2")
+        size = f.read(2 if magic[6] == 1 else 4)
+        header = f.read(min(int.from_bytes(size, "little"), 1 << 16))
+        shape, fortran, dtype = _npy_header(magic + size + header)
         if dtype.hasobject:
             raise CheckpointError(f"member {info.filename} holds pickled (object) data, which is never loaded")
         if dtype.kind not in "biuf" or dtype.subdtype is not None or dtype.names:

@@ -558,6 +558,9 @@ def language_model_loss(model, x, y):
     "Mean next-token cross-entropy of `model` on token ids x with targets y, both (B, T)."
     x = x if isinstance(x, Tensor) else _wrap(np.asarray(x))
     y = y if isinstance(y, Tensor) else _wrap(np.asarray(y))
+    if x.ndim != 2 or 0 in x.shape:
+        raise ValueError(f"language_model_loss: x must be token ids of shape (batch, time) with batch and time >= 1, "
+                         f"got shape {x.shape}")
     if _takes_targets(model):
         return model(x, targets=y)[1]
     logits = model(x)
@@ -1249,6 +1252,8 @@ def test_diverging_loss_stops_training(tmp_path):
 #| export
 def evaluate_loss(model, data, context_length, batch_size=64):
     "Mean next-token loss over every non-overlapping window of `data` (no sampling noise), under no_grad."
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"evaluate_loss: batch_size must be a positive integer, got {batch_size!r}")
     n = (len(data) - 1) // context_length
     if n < 1: raise DataError(f"the data has {len(data):,} tokens, too few for one window of {context_length + 1}")
     x = np.asarray(data[:n * context_length], dtype=np.int64).reshape(n, context_length)

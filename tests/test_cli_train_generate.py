@@ -113,7 +113,7 @@ def test_bad_training_inputs(run_cli, tmp_path, corpus, monkeypatch):
            "the validation split has 19 tokens, too few for context_length 32")
     _fails(*run_cli("train", "--data", corpus, "--context-length", "100000", "--no-memory-check", *TINY),
            "too few for context_length 100000")
-    _fails(*run_cli("train", "--data", corpus, "--batch-size", "0", *TINY), "batch_size must be a positive integer")
+    _fails(*run_cli("train", "--data", corpus, "--batch-size", "0", *TINY), "--batch-size must be a positive integer")
     _fails(*run_cli("train", "--data", corpus, "--embed-dim", "30", "--num-heads", "4", *TINY),
            "embed_dim 30 is not divisible by num_heads 4")
     _fails(*run_cli("train", "--preset", "huge"), "unknown preset 'huge'; presets: default, shakespeare-char, tiny")

@@ -25,3 +25,14 @@ def pytest_collect_file(file_path, parent):
     if is_module_notebook(file_path, ROOT / "modules"):
         return pytest.Module.from_parent(parent, path=file_path)
     return None
+
+
+def pytest_terminal_summary(terminalreporter):
+    "Say so, in the last lines, when the PyTorch reference checks were skipped."
+    skipped = [r for r in terminalreporter.stats.get("skipped", [])
+               if isinstance(r.longrepr, tuple) and "PyTorch is not installed" in str(r.longrepr[-1])]
+    if skipped:
+        terminalreporter.write_line(
+            f"NOTE: {len(skipped)} tests were skipped because PyTorch is not installed: the PyTorch parity checks "
+            "did NOT run. Install the pinned reference with: pip install torch==2.13.0 (part of the 'dev' extra).",
+            yellow=True, bold=True)

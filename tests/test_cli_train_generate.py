@@ -112,9 +112,9 @@ def test_bad_training_inputs(run_cli, tmp_path, corpus, monkeypatch):
     (tmp_path / "small.txt").write_text("to be or not to be " * 10)          # 190 chars: 19 for validation
     _fails(*run_cli("train", "--data", tmp_path / "small.txt", *TINY),
            "the validation split has 19 tokens, too few for context_length 32")
-    _fails(*run_cli("train", "--data", corpus, "--context-length", "100000", *TINY),
+    _fails(*run_cli("train", "--data", corpus, "--context-length", "100000", "--no-memory-check", *TINY),
            "too few for context_length 100000")
-    _fails(*run_cli("train", "--data", corpus, "--batch-size", "0", *TINY), "batch_size must be a positive integer")
+    _fails(*run_cli("train", "--data", corpus, "--batch-size", "0", *TINY), "--batch-size must be a positive integer")
     _fails(*run_cli("train", "--data", corpus, "--embed-dim", "30", "--num-heads", "4", *TINY),
            "embed_dim 30 is not divisible by num_heads 4")
     _fails(*run_cli("train", "--preset", "huge"), "unknown preset 'huge'; presets: default, shakespeare-char, tiny")
@@ -128,7 +128,7 @@ def test_bad_resume_and_out(run_cli, trained, corpus, tmp_path):
     run, _ = trained
     _fails(*run_cli("train", "--data", corpus, "--out", run, *TINY), "already holds a checkpoint",
            f"--resume {run}", "--overwrite")
-    _fails(*run_cli("train", "--resume", run, "--embed-dim", "64"), "cannot change embed_dim (32 -> 64)")
+    _fails(*run_cli("train", "--resume", run, "--embed-dim", "64"), "cannot change --embed-dim (32 -> 64)")
     _fails(*run_cli("train", "--resume", tmp_path / "nothing"), "no checkpoint at")
     code, out = run_cli("train", "--resume", run, "--max-iters", "24", "--no-progress", "--sample-tokens", "0")
     assert code == 0 and "resuming" in out and "Done: step 24" in out, out

@@ -1,3 +1,33 @@
-from .cli import main
+"""Entry point of ``tito`` and ``python -m tito``.
 
-main()
+Ctrl-C while the command line is still starting up, or a tool that is not installed, ends with a
+one-line message instead of a traceback."""
+import sys
+
+# The modules of the 'toolchain' extra, which tito export / test / module need (tito train does not).
+TOOLCHAIN = {"nbdev", "execnb", "fastcore", "ghapi", "jupytext", "pytest", "xdist", "hypothesis", "nbformat"}
+
+
+def main():
+    try:
+        from .cli import main as cli_main
+        cli_main()
+    except KeyboardInterrupt:
+        sys.stderr.write("\nInterrupted.\n")
+        sys.exit(130)
+    except ModuleNotFoundError as e:
+        top = (e.name or "").split(".")[0]
+        command = " ".join(a for a in sys.argv[1:3] if not a.startswith("-")) or "this command"
+        if top in TOOLCHAIN:
+            sys.stderr.write(f"tito {command} needs the development toolchain, which is not installed (no module "
+                             f"named {top!r}). Install it: pip install 'tinytorch[toolchain]' (in a clone: "
+                             "pip install -e '.[toolchain]')\n")
+        elif top in ("typer", "rich", "click", "numpy"):
+            sys.stderr.write(f"tito needs {top}, which is not installed: pip install tinytorch (or pip install {top})\n")
+        else:
+            raise
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

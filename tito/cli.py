@@ -215,14 +215,19 @@ def doctor_cmd():
     checks = run_checks(project)
     width = max(len(c.name) for c in checks)
     for c in checks:
-        out.print(f"{'ok     ' if c.ok else 'PROBLEM'} {c.name.ljust(width)}  {c.detail}",
-                  style=None if c.ok else "red")
+        label = "ok     " if c.ok else "missing" if c.optional else "PROBLEM"
+        out.print(f"{label} {c.name.ljust(width)}  {c.detail}", style=None if c.ok else "yellow" if c.optional else "red")
         if not c.ok and c.fix:
-            out.print(f"        {' ' * width}  fix: {c.fix}")
-    problems = [c for c in checks if not c.ok]
+            out.print(f"        {' ' * width}  {'install' if c.optional else 'fix'}: {c.fix}")
+    problems = [c for c in checks if not c.ok and not c.optional]
+    missing = [c.name for c in checks if not c.ok and c.optional]
     if problems:
-        fail(f"{len(problems)} problem(s) found.")
-    out.print("No problems found.")
+        fail(f"{len(problems)} problem(s) found." + (f" Optional, not installed: {', '.join(missing)}." if missing else ""))
+    if missing:
+        out.print(f"No problems found, but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing: "
+                  "see above for what that disables.")
+    else:
+        out.print("No problems found.")
 
 
 # ----------------------------------------------------------------- modules ----

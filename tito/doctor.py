@@ -22,6 +22,18 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""        # the command (or action) that fixes a problem
+    optional: bool = False   # a missing optional tool disables something but is not a problem
+
+
+# Optional distributions: (distribution, exact version wanted or None, what is missing without it, install command).
+OPTIONAL = (
+    ("torch", "2.13.0", "the PyTorch parity tests are skipped (values and gradients are then checked only by finite "
+                        "differences); tito test says so at its end", "pip install torch==2.13.0"),
+    ("matplotlib", None, "tito train writes no loss.png (history.json still holds the losses)",
+     "pip install 'tinytorch[plot]'"),
+    ("transformers", None, "the Hugging Face GPT-2 interop tests are skipped", "pip install transformers"),
+    ("pytest-xdist", None, "tito test runs on one core", "pip install pytest-xdist"),
+)
 
 
 def _version(dist: str) -> str | None:
@@ -48,6 +60,17 @@ def run_checks(project: Project) -> list[Check]:
         checks.append(Check(dist, ok, detail, install))
     jt = _version("jupytext")
     checks.append(Check("jupytext", jt is not None, jt or "not installed", install))
+    for dist in ("typer", "rich"):
+        v = _version(dist)
+        checks.append(Check(dist, v is not None, v or "not installed: the tito command line needs it", install))
+    for dist, pin, without, fix in OPTIONAL:
+        v = _version(dist)
+        if v is None:
+            checks.append(Check(dist, False, f"not installed: {without}", fix, optional=True))
+        elif pin is not None and v.split("+")[0] != pin:
+            checks.append(Check(dist, False, f"{v} installed; the tests are pinned to {pin}", fix, optional=True))
+        else:
+            checks.append(Check(dist, True, v))
 
     modules = project.modules()
     checks.append(Check("modules", bool(modules),

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import codecs
 import inspect
+import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import List, Optional
 import typer
 
 INTERRUPTED = 130
+_STARTED = time.perf_counter()          # tito was imported just now: the "in all" time counts from here
 
 # Every TrainConfig field is a flag: (field, type, extra flag names (nanoGPT's), help).
 HYPERPARAMETERS = (
@@ -90,6 +93,68 @@ def _errors(training):
             OSError)
 
 
+# ---------------------------------------------------------------------------------- memory ----
+GiB = 2 ** 30
+
+
+def available_memory():
+    """(bytes this process can still allocate, where that limit comes from), or (None, None) if unknown.
+
+    The smallest of: the kernel's MemAvailable, the cgroup's memory.max minus its usage, and the
+    address-space limit (ulimit -v) minus what the process has mapped already."""
+    limits = []
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f if line.split()[1:2]}
+        if "MemAvailable" in info: limits.append((info["MemAvailable"], "available memory (MemAvailable)"))
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        top = Path("/sys/fs/cgroup")
+        high = (top / "memory.max").read_text().strip()
+        if high != "max":
+            limits.append((int(high) - int((top / "memory.current").read_text()), "the cgroup memory limit"))
+    except (OSError, ValueError):
+        pass
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/status") as f:
+                vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+            limits.append((soft - vm, "the address-space limit (ulimit -v)"))
+    except (ImportError, OSError, ValueError, StopIteration):
+        pass
+    return min(limits) if limits else (None, None)
+
+
+def _gib(n):
+    return f"{n / GiB:,.1f} GiB" if n >= GiB / 10 else f"{n / 2 ** 20:,.0f} MiB"
+
+
+def training_memory(config, vocab_size):
+    """A rough upper estimate, in bytes, of what training `config` allocates: float32 weights, gradients and
+    the two AdamW moments (4 x parameters), plus the activations that backward keeps for one micro-batch."""
+    from tinytorch.models.transformer import GPTConfig, count_parameters
+    c = config
+    params = count_parameters(GPTConfig(vocab_size=vocab_size, max_seq_len=c.context_length, embed_dim=c.embed_dim,
+                                        num_layers=c.num_layers, num_heads=c.num_heads, mlp_ratio=c.mlp_ratio,
+                                        bias=c.bias))
+    tokens = c.batch_size * c.context_length
+    per_layer = tokens * c.embed_dim * (16 + 4 * c.mlp_ratio) + 3 * c.batch_size * c.num_heads * c.context_length ** 2
+    activations = 4 * (c.num_layers * per_layer + 3 * tokens * vocab_size + 4 * tokens * c.embed_dim)
+    return 16 * params, activations
+
+
+def _check_memory(needed, what, advice, force):
+    if force:
+        return
+    free, source = available_memory()
+    if free is not None and needed > free:
+        raise JobError(f"{what} needs about {_gib(needed)}, but {source} allows {_gib(max(free, 0))}. {advice}, "
+                       "or pass --no-memory-check to try anyway.")
+
+
 # --------------------------------------------------------------------------------- train ----
 def _flag_names(field, extra):
     return (f"--{field.replace('_', '-')}", *extra)
@@ -105,7 +170,33 @@ def _next_free(folder: Path) -> Path:
     return folder.parent / f"{folder.name}-{n}"
 
 
+def _flag_of(field):
+    extra = next((h[2] for h in HYPERPARAMETERS if h[0] == field), ())
+    names = _flag_names(field, extra)
+    return names[0] + (f" ({', '.join(names[1:])})" if names[1:] else "")
+
+
+def _config_error(e, given):
+    """A TrainConfig error with each field the user set named by its flag, and the others marked as derived."""
+    text = str(e)
+    for field in sorted(given, key=len, reverse=True):
+        text = re.sub(rf"(?<![\w-]){field}(?![\w-])", f"--{field.replace('_', '-')}", text)
+    return JobError(text)
+
+
 def _build_config(training, preset, resume_ckpt, given):
+    for field, value in given.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise JobError(f"{_flag_of(field)} must be a finite number, got {value}")
+    if "max_iters" in given and given["max_iters"] < (1 if resume_ckpt is None else 0):
+        raise JobError(f"--max-iters must be at least 1 (the number of optimizer steps to train), got {given['max_iters']}")
+    try:
+        return _make_config(training, preset, resume_ckpt, given)
+    except ValueError as e:
+        raise _config_error(e, given) from None
+
+
+def _make_config(training, preset, resume_ckpt, given):
     if resume_ckpt is not None:
         return training.resume_config(resume_ckpt["config"], **given)
     base = training.PRESETS.get(preset)
@@ -122,11 +213,25 @@ def _build_config(training, preset, resume_ckpt, given):
 
 
 def _train(preset: str, out: Optional[Path], resume: Optional[Path], overwrite: bool, sample_tokens: int,
-           progress: bool, **hyper):
+           progress: bool, no_memory_check: bool, **hyper):
     training = _import("training")
     given = {k: v for k, v in hyper.items() if v is not None}
+    if sample_tokens < 0:
+        raise JobError(f"--sample-tokens must be >= 0 (0: no sample), got {sample_tokens}")
     ckpt = training.load_checkpoint(resume) if resume is not None else None
     config = _build_config(training, preset, ckpt, given)
+    if ckpt is not None and ckpt["step"] >= config.max_iters:
+        _say(f"{ckpt['path']} is a finished run: it has trained {ckpt['step']} of {config.max_iters} steps, so there "
+             f"is nothing to train. To train longer: tito train --resume {resume} --max-iters {ckpt['step'] + 1000}; "
+             f"to sample: tito generate --checkpoint {resume}")
+        return
+    tok = ckpt["tokenizer"] if ckpt is not None else None
+    vocab = (tok and len(tok.get("chars") or tok.get("lengths", ()))) or (256 if config.tokenizer == "char" else 50257)
+    weights, activations = training_memory(config, vocab)
+    _check_memory(weights + activations + 8 * (sample_tokens + config.context_length),
+                  f"training this model (parameters and AdamW state {_gib(weights)}, activations for batch "
+                  f"{config.batch_size} x context {config.context_length}: {_gib(activations)})",
+                  "Lower --batch-size, --context-length, --embed-dim or --num-layers", no_memory_check)
     if ckpt is not None:
         out_dir = Path(out) if out is not None else Path(ckpt["path"]).parent
     elif out is not None:
@@ -140,34 +245,42 @@ def _train(preset: str, out: Optional[Path], resume: Optional[Path], overwrite: 
     kind = "a character-level GPT" if config.tokenizer == "char" else "a GPT on GPT-2 BPE tokens"
     _say(f"{what} {kind} on {config.data} ({'preset ' + preset if ckpt is None else 'checkpoint'}), "
          f"{config.max_iters} steps; output in {out_dir}")
-    t0 = time.perf_counter()
     parallel = _import("parallel")
     trainer, result = training.run(config, out_dir, resume=ckpt["path"] if ckpt else None, log=_say,
-                                   progress="auto" if progress else "none",
+                                   progress="auto" if progress else "none", overwrite=ckpt is not None or overwrite,
                                    runner=lambda model: parallel.DataParallel(model, config.threads))
-    wall = time.perf_counter() - t0
     if result.status == "interrupted":
         _say(f"Stopped at step {result.step} of {config.max_iters}. Continue with: tito train --resume {out_dir}")
         raise typer.Exit(INTERRUPTED)
+    speed = f"{result.ms_per_iter:.1f} ms/iter" if result.steps_run else "no steps run"
     _say(f"Done: step {result.step}, train loss {result.train_loss:.4f}, val loss {result.val_loss:.4f}; "
-         f"{result.ms_per_iter:.1f} ms/iter, {wall:.0f} s in all")
+         f"{result.steps_run} steps in {result.seconds:.0f} s, {speed}")
     _say(f"checkpoint: {out_dir / 'ckpt.npz'}")
     if (out_dir / "loss.png").exists():
         _say(f"loss plot:  {out_dir / 'loss.png'}")
     if sample_tokens > 0:
-        _say(f"A sample (temperature 0.8, top-k 200), generate more with: tito generate --checkpoint {out_dir}")
+        _say(f"A sample (temperature 0.8, top-k 200), also in {out_dir / 'sample.txt'}; generate more with: "
+             f"tito generate --checkpoint {out_dir}")
         _say("-" * 60)
         generation = _import("generation")
         model, tokenizer, _ = training.model_from_checkpoint(out_dir / "ckpt.npz")
         prompt = "def " if config.data == "python-stdlib" and config.tokenizer == "char" else ""
         sys.stdout.write(prompt)
-        _stream(generation, model, tokenizer, tokenizer.encode(prompt) if prompt else _default_prompt(tokenizer),
-                sample_tokens, 0.8, 200, None, config.seed, ())
+        text = _stream(generation, model, tokenizer,
+                       tokenizer.encode(prompt) if prompt else _default_prompt(tokenizer),
+                       sample_tokens, 0.8, 200, None, config.seed, ())
         _say("-" * 60)
+        try:
+            training._write_atomic(out_dir / "sample.txt", lambda f: f.write((prompt + text).encode("utf-8")))
+        except OSError as e:
+            raise JobError(f"could not write {out_dir / 'sample.txt'}: {e.strerror or e} (the checkpoint is saved)") from None
+    _say(f"{time.perf_counter() - _STARTED:.0f} s in all (setup, training, evaluation, files and sample)")
 
 
 def train_cmd(**kwargs):
     """Train a character-level GPT (default: on Python's standard library source, about 3 minutes on 2 cores)."""
+    kwargs["out"] = kwargs["out"] if kwargs.get("out") is not None else kwargs.pop("out_dir", None)
+    kwargs.pop("out_dir", None)
     try:
         _train(**kwargs)
     except typer.Exit:
@@ -180,13 +293,17 @@ def train_cmd(**kwargs):
 
 def _handle(e):
     "Print a known error as a message (exit 1); re-raise anything else, which is a bug."
+    if isinstance(e, MemoryError):
+        _fail(f"out of memory{': ' + str(e) if str(e) else ''}. Ask for less (a smaller --batch-size, "
+              "--context-length, --embed-dim or --max-new-tokens).")
     try:
         from tinytorch import training
         known = _errors(training)
     except Exception:
         known = (JobError, ValueError, OSError)
     if isinstance(e, known):
-        _fail(str(e) if not isinstance(e, OSError) or not e.filename else f"{e.strerror}: {e.filename}")
+        text = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.strerror}: {e.filename}"
+        _fail(" ".join(text.split("\n")) if isinstance(e, OSError) else text)
     raise e
 
 
@@ -196,6 +313,8 @@ _train_params = [
                                     "(nanoGPT's CPU run), tiny (seconds).")),
     inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path], default=typer.Option(
         None, "--out", help="Output folder (default: runs/<preset>, or runs/<preset>-2, ... if that holds a run).")),
+    inspect.Parameter("out_dir", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path], default=typer.Option(
+        None, "--out-dir", help="nanoGPT's name for --out.", show_default=False)),
     inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path], default=typer.Option(
         None, "--resume", help="Continue this checkpoint (a ckpt.npz or its run folder) exactly where it stopped.")),
     inspect.Parameter("overwrite", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
@@ -204,6 +323,8 @@ _train_params = [
         300, "--sample-tokens", help="Tokens of the sample printed at the end (0: none).")),
     inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
         True, "--progress/--no-progress", help="Show a progress bar (on a terminal) or progress lines.")),
+    inspect.Parameter("no_memory_check", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
+        False, "--no-memory-check", help="Start even if the estimated memory exceeds what the machine has.")),
 ]
 for _field, _type, _extra, _help in HYPERPARAMETERS:
     _names = (f"--{_field.replace('_', '-')}/--no-{_field.replace('_', '-')}",) if _type is bool else _flag_names(_field, _extra)
@@ -230,17 +351,32 @@ def _piece_decoder(tokenizer):
 
 
 def _stream(generation, model, tokenizer, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed, stop):
-    piece = _piece_decoder(tokenizer)
+    "Print the sampled text as it comes; return it."
+    piece, parts = _piece_decoder(tokenizer), []
     for i in generation.generate(model, prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature,
                                  top_k=top_k, top_p=top_p, seed=seed, stop_tokens=stop, stream=True):
-        sys.stdout.write(piece(int(i)))
+        parts.append(piece(int(i)))
+        sys.stdout.write(parts[-1])
         sys.stdout.flush()
     sys.stdout.write("\n")
     sys.stdout.flush()
+    return "".join(parts)
 
 
 def _generate(checkpoint: Optional[Path], prompt: str, max_new_tokens: int, temperature: float, top_k: Optional[int],
-              top_p: Optional[float], seed: Optional[int], num_samples: int, stop: List[str], hf: Optional[str] = None):
+              top_p: Optional[float], seed: Optional[int], num_samples: int, stop: List[str], no_memory_check: bool,
+              hf: Optional[str] = None):
+    if num_samples < 1:
+        raise JobError(f"--num-samples must be at least 1, got {num_samples}")
+    if max_new_tokens < 0:
+        raise JobError(f"--max-new-tokens must be >= 0, got {max_new_tokens}")
+    if seed is not None and seed < 0:
+        raise JobError(f"--seed must be an integer >= 0, got {seed}")
+    for flag, value in (("--temperature", temperature), ("--top-p", top_p)):
+        if value is not None and not math.isfinite(value):
+            raise JobError(f"{flag} must be a finite number, got {value}")
+    _check_memory(8 * (max_new_tokens + len(prompt) + 1), f"--max-new-tokens {max_new_tokens:,} (a buffer of 8 bytes a token)",
+                  "Ask for fewer tokens", no_memory_check)
     training = _import("training")
     generation = _import("generation")
     model, tokenizer = _model_to_generate(training, checkpoint, hf)
@@ -257,10 +393,6 @@ def _generate(checkpoint: Optional[Path], prompt: str, max_new_tokens: int, temp
         if len(ids) != 1:
             raise JobError(f"--stop {s!r} is {len(ids)} tokens; a stop token must be exactly one token")
         stop_ids.append(ids[0])
-    if num_samples < 1:
-        raise JobError(f"--num-samples must be at least 1, got {num_samples}")
-    if max_new_tokens < 0:
-        raise JobError(f"--max-new-tokens must be >= 0, got {max_new_tokens}")
     generation.sampling_probs([0.0], temperature, top_k, top_p)     # check the sampling options before printing
     for n in range(num_samples):
         if num_samples > 1:
@@ -285,10 +417,13 @@ def generate_cmd(
     stop: List[str] = typer.Option([], "--stop", help="Stop when this token is generated (repeatable)."),
     hf: Optional[str] = typer.Option(None, "--hf", help="A Hugging Face GPT-2 folder, or a model name in the local "
                                                         "Hugging Face cache (e.g. gpt2); never downloads."),
+    no_memory_check: bool = typer.Option(False, "--no-memory-check",
+                                         help="Start even if the estimated memory exceeds what the machine has."),
 ):
     """Generate text from a trained checkpoint, streamed as it is produced."""
     try:
-        _generate(checkpoint, prompt, max_new_tokens, temperature, top_k, top_p, seed, num_samples, stop, hf)
+        _generate(checkpoint, prompt, max_new_tokens, temperature, top_k, top_p, seed, num_samples, stop,
+                  no_memory_check, hf)
     except typer.Exit:
         raise
     except KeyboardInterrupt:

@@ -38,6 +38,8 @@
 
 # %%
 #| export
+import warnings
+
 import numpy as np
 from tinytorch.core.tensor import Tensor, record
 from tinytorch.core.autograd import derivative
@@ -63,7 +65,8 @@ from tinytorch.core.autograd import derivative
 #   class id (then that class is never learned).
 # - `reduction`: `'none'` returns one loss per row (shape of the targets), `'sum'` their sum,
 #   `'mean'` their sum divided by the number of *non-ignored* rows. If every row is ignored,
-#   the mean is 0/0 = NaN (as in PyTorch) and the gradient is zero.
+#   the mean is 0/0 = NaN (as in PyTorch) and the gradient is zero; a `RuntimeWarning` says why,
+#   so a NaN from an all-padding batch is not mistaken for a diverged model.
 # - `label_smoothing` ε: the target distribution becomes q = (1 − ε)·onehot(t) + ε/C, so the
 #   row loss is −Σ_c q_c log p_c = (1 − ε)(lse − x_t) + (ε/C)(C·lse − Σ_c x_c), and the gradient
 #   is p − q. Ignored rows stay at zero, and the mean divides by the non-ignored count.
@@ -128,6 +131,9 @@ def cross_entropy(logits, targets, ignore_index=-100, reduction="mean", label_sm
         raise IndexError(f"cross_entropy: target id {int(t[bad][0])} is out of range for {C} classes "
                          f"(valid ids are 0 to {C - 1}; ignore_index={ignore_index} marks rows to skip)")
     all_valid = bool(valid.all())
+    if reduction == "mean" and not valid.any():
+        warnings.warn(f"cross_entropy: no target to average ({'every target equals ignore_index=' + str(ignore_index) if t.size else 'the batch is empty'}), "
+                      "so the mean loss is 0/0 = NaN, as in PyTorch", RuntimeWarning, stacklevel=2)
     if not all_valid: t = np.where(valid, t, 0)          # any in-range id; those rows are zeroed below
     eps = float(label_smoothing)
     ### BEGIN SOLUTION
@@ -233,7 +239,8 @@ def test_cross_entropy_ignore_index_and_all_ignored():
     got = cross_entropy(Tensor(x, dtype=np.float64), t, ignore_index=3).item()
     assert np.isclose(got, _naive_cross_entropy(x[1:], t[1:]), rtol=1e-14)
     xt = Tensor(x, requires_grad=True)
-    loss = cross_entropy(xt, np.full(4, -100))
+    with pytest.warns(RuntimeWarning, match="every target equals ignore_index=-100"):
+        loss = cross_entropy(xt, np.full(4, -100))
     assert np.isnan(loss.item())                        # 0 / 0, as in PyTorch
     loss.backward()
     assert np.array_equal(xt.grad.data, np.zeros((4, 6), dtype=np.float32))

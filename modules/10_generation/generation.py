@@ -62,12 +62,15 @@ from tinytorch.core.autograd import no_grad
 
 # %%
 #| export
+def _is_real(x): return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
 def _check_sampling_args(temperature, top_k, top_p):
-    if temperature is None or not temperature >= 0 or temperature == float("inf"):
+    if not _is_real(temperature) or not temperature >= 0 or temperature == float("inf"):
         raise ValueError(f"temperature must be a finite number >= 0 (0 means greedy), got {temperature}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
+    if top_p is not None and (not _is_real(top_p) or not 0.0 < top_p <= 1.0):
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
 
 
@@ -299,6 +302,23 @@ def _decode_group(model, prompts, max_new_tokens, sample, stop, use_cache):
     ### END SOLUTION
 
 
+def _stop_ids(stop_tokens, vocab_size):
+    "stop_tokens as an int64 array of token ids (None for none), each checked."
+    if stop_tokens is None: return None
+    if isinstance(stop_tokens, (str, bytes)):
+        raise TypeError(f"stop_tokens must be token ids, got the string {stop_tokens!r}: encode it with the tokenizer first")
+    try:
+        ids = list(stop_tokens)
+    except TypeError:
+        raise TypeError(f"stop_tokens must be a list of token ids, got {type(stop_tokens).__name__}") from None
+    for t in ids:
+        if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, np.integer)):
+            raise TypeError(f"stop_tokens must be integer token ids, got {t!r}")
+        if t < 0 or (vocab_size is not None and t >= vocab_size):
+            raise ValueError(f"stop token {t} is out of range for vocab_size {vocab_size}")
+    return np.asarray(ids, dtype=np.int64) if ids else None
+
+
 def generate(model, prompt_tokens, max_new_tokens=50, temperature=1.0, top_k=None, top_p=None, seed=None,
              stop_tokens=None, stream=False, use_cache=True, rng=None):
     """Continue `prompt_tokens` (one sequence of ids, or a batch) by up to `max_new_tokens` sampled tokens.
@@ -307,13 +327,13 @@ def generate(model, prompt_tokens, max_new_tokens=50, temperature=1.0, top_k=Non
     `stream=True` a generator yielding each new token as it is sampled.
     """
     _check_sampling_args(temperature, top_k, top_p)
-    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+    if isinstance(max_new_tokens, (bool, np.bool_)) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     prompts, single = _as_prompts(prompt_tokens, getattr(model, "vocab_size", None))
     if seed is not None and rng is not None:
         raise ValueError("give either seed or rng, not both")
     rng = np.random.default_rng(seed) if seed is not None else (rng if rng is not None else get_rng())
-    stop = None if not stop_tokens else np.asarray(list(stop_tokens), dtype=np.int64)
+    stop = _stop_ids(stop_tokens, getattr(model, "vocab_size", None))
 
     def sample(logits):
         return np.atleast_1d(sample_next_token(logits, temperature, top_k, top_p, rng))

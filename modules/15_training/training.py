@@ -33,11 +33,13 @@
 
 # %%
 #| export
+import contextlib
 import dataclasses
 import functools
 import inspect
 import json
 import math
+import os
 import signal
 import sys
 import tempfile
@@ -101,6 +103,14 @@ class TrainConfig:
     def __post_init__(self):
         positive = ("context_length", "embed_dim", "num_layers", "num_heads", "mlp_ratio", "batch_size",
                     "grad_accum_steps", "eval_interval", "eval_iters", "log_interval")
+        for name in (*positive, "max_iters", "warmup_iters", "lr_decay_iters", "seed", "threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        for name in ("val_fraction", "dropout", "learning_rate", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         for name in positive:
             if int(getattr(self, name)) < 1: raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         for name in ("max_iters", "warmup_iters", "lr_decay_iters"):
@@ -118,6 +128,10 @@ class TrainConfig:
             raise ValueError(f"unknown tokenizer {self.tokenizer!r}: use 'char' or 'gpt2'")
         if self.grad_clip < 0: raise ValueError(f"grad_clip must be >= 0 (0 disables it), got {self.grad_clip}")
         if self.threads < 0: raise ValueError(f"threads must be >= 0 (0: one per core), got {self.threads}")
+        if self.seed < 0: raise ValueError(f"seed must be an integer >= 0, got {self.seed}")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0: raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.weight_decay < 0: raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
 
     def replace(self, **changes):
         "A copy with some fields changed (validated again)."
@@ -174,7 +188,7 @@ def test_config_and_presets():
 
 # %%
 #| export
-from tinytorch.models.transformer import GPT, GPTConfig
+from tinytorch.models.transformer import GPT, GPTConfig, count_parameters
 
 
 def build_model(config, vocab_size):
@@ -205,6 +219,9 @@ def language_model_loss(model, x, y):
     "Mean next-token cross-entropy of `model` on token ids x with targets y, both (B, T)."
     x = x if isinstance(x, Tensor) else _wrap(np.asarray(x))
     y = y if isinstance(y, Tensor) else _wrap(np.asarray(y))
+    if x.ndim != 2 or 0 in x.shape:
+        raise ValueError(f"language_model_loss: x must be token ids of shape (batch, time) with batch and time >= 1, "
+                         f"got shape {x.shape}")
     if _takes_targets(model):
         return model(x, targets=y)[1]
     logits = model(x)
@@ -285,7 +302,11 @@ CHECKPOINT_FORMAT = "tinytorch-train-v1"
 
 
 class TrainingDiverged(RuntimeError):
-    "The loss or the gradient norm became NaN or infinite; the model was not updated with it."
+    "The loss, the gradient norm or the updated weights became NaN or infinite; nothing of it was saved."
+
+
+class RunFolderError(OSError):
+    "A run folder cannot be written (disk full, read-only, in use by another run); nothing saved earlier is lost."
 
 
 @dataclasses.dataclass
@@ -317,16 +338,16 @@ class _Progress:
                 log("(rich is not installed: progress is printed as lines)")
             else:
                 self.bar = Progress(TextColumn("step {task.completed}/{task.total}"), BarColumn(),
-                                    TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  "
-                                               "{task.fields[tps]:,.0f} tok/s"),
+                                    TextColumn("{task.fields[stats]}"),
                                     TimeElapsedColumn(), TimeRemainingColumn(), console=Console(highlight=False))
-                self.task = self.bar.add_task("train", total=total, completed=start, loss=float("nan"),
-                                              lr=0.0, tps=0.0)
+                self.task = self.bar.add_task("train", total=total, completed=start,
+                                              stats="first step running (setup and first evaluation)")
                 self.bar.start()
 
     def update(self, step, loss, lr, tokens_per_sec):
         if self.bar is not None:
-            self.bar.update(self.task, completed=step, loss=loss, lr=lr, tps=tokens_per_sec)
+            self.bar.update(self.task, completed=step,
+                            stats=f"loss {loss:.4f}  lr {lr:.2e}  {tokens_per_sec:,.0f} tok/s")
         elif self.every and (step % self.every == 0 or step == self.total):
             self.log(f"step {step}/{self.total} | loss {loss:.4f} | lr {lr:.2e} | {tokens_per_sec:,.0f} tok/s")
 
@@ -408,9 +429,12 @@ class Trainer:
         finally:
             self._updating = False
 
+    def _last_good(self):
+        return (f"the last good checkpoint (step {self.last_checkpoint[0]}) is {self.last_checkpoint[1]}"
+                if self.last_checkpoint else "no checkpoint had been written yet")
+
     def _diverged_message(self, loss, norm, lr):
-        where = (f"the last good checkpoint (step {self.last_checkpoint[0]}) is {self.last_checkpoint[1]}"
-                 if self.last_checkpoint else "no checkpoint had been written yet")
+        where = self._last_good()
         what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {norm}"
         return (f"training diverged at step {self.step}: {what} (learning rate {lr:.3g}). The model was not "
                 f"updated with it; {where}. Try a lower learning rate, a smaller grad_clip, or more warmup.")
@@ -434,6 +458,10 @@ class Trainer:
         h = self.history
         if h["eval_step"] and h["eval_step"][-1] == self.step: return     # already evaluated (resumed here)
         losses = self.estimate_loss()
+        if not (math.isfinite(losses["train"]) and math.isfinite(losses["val"])):
+            raise TrainingDiverged(f"training diverged: the evaluation at step {self.step} gives train loss "
+                                   f"{losses['train']}, val loss {losses['val']}; nothing was saved from it; "
+                                   f"{self._last_good()}. Try a lower learning rate, a smaller grad_clip, or more warmup.")
         h["eval_step"].append(self.step); h["eval_train"].append(losses["train"]); h["eval_val"].append(losses["val"])
         self.best_val_loss = min(self.best_val_loss, losses["val"])
         progress.message(f"step {self.step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
@@ -449,19 +477,44 @@ class Trainer:
 
     def load_state_dict(self, ckpt):
         "Continue from a checkpoint written by `save_checkpoint` (weights, optimizer, step, generators, history)."
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.step = int(ckpt["step"])
-        self.data_rng.bit_generator.state = dict(ckpt["rng"]["data"])
-        get_rng().bit_generator.state = dict(ckpt["rng"]["tinytorch"])
-        self.history = {k: list(v) for k, v in ckpt["history"].items()}
-        self.best_val_loss = float(ckpt["best_val_loss"])
+        where = ckpt.get("path", "the checkpoint") if isinstance(ckpt, dict) else "the checkpoint"
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.step = int(ckpt["step"])
+            self.data_rng.bit_generator.state = dict(ckpt["rng"]["data"])
+            get_rng().bit_generator.state = dict(ckpt["rng"]["tinytorch"])
+            self.history = {k: list(v) for k, v in ckpt["history"].items()}
+            self.best_val_loss = float(ckpt.get("best_val_loss", float("inf")))
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
+            raise CheckpointError(f"{where} cannot be resumed: {type(e).__name__}: {e}") from None
         if ckpt.get("path"): self.last_checkpoint = (self.step, Path(ckpt["path"]))
 
+    def _non_finite_state(self):
+        "The name of the first parameter or optimizer buffer holding NaN or inf, or None."
+        for name, p in self.model.named_parameters():
+            if not np.isfinite(p.data).all(): return f"parameter {name}"
+        for i, entries in enumerate(self.optimizer.state.values()):
+            for key, value in entries.items():
+                if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
+                    return f"optimizer state {key} of parameter {i}"
+        return None
+
     def save_checkpoint(self, path=None):
-        "Write the checkpoint atomically (a crash mid-write leaves the previous file intact)."
+        "Write the checkpoint atomically (a crash mid-write leaves the previous file intact); only finite state."
         path = Path(path or self.checkpoint_path)
-        save(self.state_dict(), path)
+        bad = self._non_finite_state()
+        if bad is not None:
+            raise TrainingDiverged(f"training diverged: after the update of step {self.step - 1} the {bad} holds NaN "
+                                   f"or inf, so it was not saved; {self._last_good()}. Try a lower learning rate, "
+                                   "a smaller grad_clip, or more warmup.")
+        try:
+            save(self.state_dict(), path)
+        except OSError as e:
+            kept = (f"the previous checkpoint (step {self.last_checkpoint[0]}) is intact"
+                    if self.last_checkpoint and Path(self.last_checkpoint[1]).is_file() else "no checkpoint was written")
+            raise RunFolderError(f"could not write the checkpoint {path} at step {self.step}: "
+                                 f"{e.strerror or e}; {kept}") from None
         self.last_checkpoint = (self.step, path)
         return path
 
@@ -549,6 +602,7 @@ def test_training_lowers_the_loss_and_resumes_exactly(tmp_path):
     assert resumed.history == full.history
     assert all(np.array_equal(p.data, q.data) for p, q in zip(full.model.parameters(), resumed.model.parameters()))
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")    # the planted inf, in the worker threads
 def test_diverging_loss_stops_training(tmp_path):
     trainer = _tiny_trainer(tmp_path)
     def poison(trainer, loss):
@@ -581,6 +635,8 @@ def test_diverging_loss_stops_training(tmp_path):
 #| export
 def evaluate_loss(model, data, context_length, batch_size=64):
     "Mean next-token loss over every non-overlapping window of `data` (no sampling noise), under no_grad."
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"evaluate_loss: batch_size must be a positive integer, got {batch_size!r}")
     n = (len(data) - 1) // context_length
     if n < 1: raise DataError(f"the data has {len(data):,} tokens, too few for one window of {context_length + 1}")
     x = np.asarray(data[:n * context_length], dtype=np.int64).reshape(n, context_length)
@@ -595,6 +651,121 @@ def evaluate_loss(model, data, context_length, batch_size=64):
         model.train(was_training)
     return total / n
 
+# %% [markdown]
+# A checkpoint is read from a file anyone may have edited, truncated or crafted, so loading it
+# is *total*: `check_checkpoint` walks every entry before anything is built and raises a
+# `CheckpointError` naming the key and what it should be (the configuration's fields with
+# their types, the tokenizer's characters, weights that are finite floating-point arrays, the
+# tied `lm_head.weight` equal to `token_embedding.weight`, a history of numbers, generator
+# states a generator accepts). `model_from_checkpoint` also compares the parameter count the
+# configuration declares with the weights the file holds before it allocates the model, so a
+# configuration that claims `embed_dim` 200000 is refused instead of allocating 447 GiB.
+
+# %%
+#| export
+_CHECKPOINT_KEYS = ("step", "config", "model", "optimizer", "rng", "tokenizer", "history")
+_HISTORY_KEYS = ("step", "loss", "lr", "eval_step", "eval_train", "eval_val")
+
+
+def _is_number(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_arrays(node, where, path):
+    "Every array in a nest of dicts/lists is numeric, and finite if floating-point."
+    stack = [(node, where)]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, np.ndarray):
+            if node.dtype.kind not in "biuf": raise CheckpointError(f"{path}: {where} has dtype {node.dtype}")
+            if node.dtype.kind == "f" and not np.isfinite(node).all():
+                raise CheckpointError(f"{path}: {where} holds NaN or infinite values (saved from a diverged run?)")
+        elif isinstance(node, dict): stack.extend((v, f"{where}.{k}") for k, v in node.items())
+        elif isinstance(node, (list, tuple)): stack.extend((v, f"{where}[{i}]") for i, v in enumerate(node))
+
+
+def _check_tokenizer_dict(d, path):
+    if not isinstance(d, dict): raise CheckpointError(f"{path}: tokenizer is a {type(d).__name__}, expected a dict or None")
+    kind = d.get("type")
+    if kind == "char":
+        chars = d.get("chars")
+        if (not isinstance(chars, list) or not chars or not all(isinstance(c, str) and len(c) == 1 for c in chars)
+                or len(set(chars)) != len(chars)):
+            raise CheckpointError(f"{path}: tokenizer.chars must be a non-empty list of distinct one-character strings")
+    elif kind in ("bpe", "gpt2"):
+        blob, lengths, merges = d.get("bytes"), d.get("lengths"), d.get("merges")
+        if not (isinstance(blob, np.ndarray) and blob.dtype == np.uint8 and blob.ndim == 1):
+            raise CheckpointError(f"{path}: tokenizer.bytes must be a 1-D uint8 array")
+        if not (isinstance(lengths, np.ndarray) and lengths.dtype.kind in "iu" and lengths.ndim == 1 and lengths.size
+                and lengths.min() >= 1 and int(lengths.sum()) == blob.size):
+            raise CheckpointError(f"{path}: tokenizer.lengths must be positive integers that add up to tokenizer.bytes' size")
+        if not (isinstance(merges, np.ndarray) and merges.dtype.kind in "iu" and merges.ndim == 2 and merges.shape[1] == 2
+                and (merges.size == 0 or (merges.min() >= 0 and merges.max() < lengths.size))):
+            raise CheckpointError(f"{path}: tokenizer.merges must be an (n, 2) array of token ids below {lengths.size}")
+        specials = d.get("special_tokens")
+        if not isinstance(specials, list) or not all(isinstance(t, str) for t in specials):
+            raise CheckpointError(f"{path}: tokenizer.special_tokens must be a list of strings")
+        if d.get("pattern") is not None and not isinstance(d.get("pattern"), str):
+            raise CheckpointError(f"{path}: tokenizer.pattern must be a string or None")
+    else:
+        raise CheckpointError(f"{path}: unknown tokenizer type {kind!r} (expected 'char', 'bpe' or 'gpt2')")
+
+
+def check_checkpoint(ckpt, path="the checkpoint"):
+    "Raise CheckpointError unless `ckpt` has every entry of a training checkpoint, with the right types and finite weights."
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
+        raise CheckpointError(f"{path} is a tinytorch file but not a training checkpoint (format {fmt!r}, "
+                              f"expected {CHECKPOINT_FORMAT})")
+    missing = [k for k in _CHECKPOINT_KEYS if k not in ckpt]
+    if missing: raise CheckpointError(f"{path} is incomplete: no {', '.join(missing)}")
+    step = ckpt["step"]
+    if type(step) is not int or step < 0: raise CheckpointError(f"{path}: step must be an integer >= 0, got {step!r}")
+    config = ckpt["config"]
+    if not isinstance(config, dict): raise CheckpointError(f"{path}: config is a {type(config).__name__}, expected a dict")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in config:
+            v = config[f.name]
+            ok = (type(v) is f.type) or (f.type is float and _is_number(v))
+            if not ok: raise CheckpointError(f"{path}: config.{f.name} is {v!r}, expected a {f.type.__name__}")
+    try:
+        TrainConfig.from_dict(config)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: the config is not valid: {e}") from None
+    model = ckpt["model"]
+    if not isinstance(model, dict) or not model:
+        raise CheckpointError(f"{path}: model must be a non-empty dict of weight arrays, got {type(model).__name__}")
+    for k, v in model.items():
+        if not isinstance(k, str) or not isinstance(v, np.ndarray) or v.dtype.kind != "f":
+            raise CheckpointError(f"{path}: model[{k!r}] must be a floating-point array, got {type(v).__name__}")
+    _check_arrays(model, "model", path)
+    tied = model.get("lm_head.weight"), model.get("token_embedding.weight")
+    if tied[0] is not None and tied[1] is not None and not np.array_equal(*tied):
+        raise CheckpointError(f"{path}: lm_head.weight differs from token_embedding.weight, but GPT ties them")
+    if not isinstance(ckpt["optimizer"], dict): raise CheckpointError(f"{path}: optimizer must be a dict")
+    _check_arrays(ckpt["optimizer"], "optimizer", path)
+    rng = ckpt["rng"]
+    if not isinstance(rng, dict) or not all(isinstance(rng.get(k), dict) for k in ("data", "tinytorch")):
+        raise CheckpointError(f"{path}: rng must be a dict with the generator states 'data' and 'tinytorch'")
+    for k in ("data", "tinytorch"):
+        try:
+            np.random.PCG64().state = dict(rng[k])
+        except (TypeError, ValueError, KeyError, OverflowError) as e:
+            raise CheckpointError(f"{path}: rng.{k} is not a generator state: {e}") from None
+    if ckpt["tokenizer"] is not None: _check_tokenizer_dict(ckpt["tokenizer"], path)
+    history = ckpt["history"]
+    if (not isinstance(history, dict) or set(history) != set(_HISTORY_KEYS)
+            or not all(isinstance(v, list) and all(_is_number(x) for x in v) for v in history.values())):
+        raise CheckpointError(f"{path}: history must be a dict of number lists with keys {', '.join(_HISTORY_KEYS)}")
+    if not len(history["step"]) == len(history["loss"]) == len(history["lr"]) or not (
+            len(history["eval_step"]) == len(history["eval_train"]) == len(history["eval_val"])):
+        raise CheckpointError(f"{path}: the history's lists have different lengths")
+    if "best_val_loss" in ckpt and not _is_number(ckpt["best_val_loss"]):
+        raise CheckpointError(f"{path}: best_val_loss must be a number")
+    data = ckpt.get("data", {})
+    if not isinstance(data, dict) or not isinstance(data.get("sha256", ""), str):
+        raise CheckpointError(f"{path}: data must be a dict whose sha256 is a string")
+    return ckpt
+
 # %%
 #| export
 RESUMABLE_FIELDS = ("data", "max_iters", "eval_interval", "eval_iters", "log_interval")
@@ -605,27 +776,34 @@ def load_checkpoint(path):
     path = Path(path)
     if path.is_dir(): path = path / "ckpt.npz"
     if not path.is_file(): raise CheckpointError(f"no checkpoint at {path}")
-    ckpt = load(path)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is a tinytorch file but not a training checkpoint (format "
-                              f"{ckpt.get('format') if isinstance(ckpt, dict) else None!r}, expected {CHECKPOINT_FORMAT})")
-    missing = [k for k in ("step", "config", "model", "optimizer", "rng", "tokenizer", "history") if k not in ckpt]
-    if missing: raise CheckpointError(f"{path} is incomplete: no {', '.join(missing)}")
+    ckpt = check_checkpoint(load(path), path)
     ckpt["path"] = str(path)
     return ckpt
 
 
 def model_from_checkpoint(ckpt):
     "(model in eval mode, tokenizer, TrainConfig) rebuilt from a checkpoint or its path."
-    ckpt = ckpt if isinstance(ckpt, dict) else load_checkpoint(ckpt)
-    if ckpt["tokenizer"] is None: raise CheckpointError(f"{ckpt.get('path', 'the checkpoint')} holds no tokenizer")
+    ckpt = check_checkpoint(ckpt, ckpt.get("path", "the checkpoint")) if isinstance(ckpt, dict) else load_checkpoint(ckpt)
+    where = ckpt.get("path", "the checkpoint")
+    if ckpt["tokenizer"] is None: raise CheckpointError(f"{where} holds no tokenizer")
     config = TrainConfig.from_dict(ckpt["config"])
-    tokenizer = tokenizer_from_dict(ckpt["tokenizer"])
+    try:
+        tokenizer = tokenizer_from_dict(ckpt["tokenizer"])
+    except Exception as e:                         # checked above; any remaining inconsistency is still a bad file
+        raise CheckpointError(f"{where}: the tokenizer cannot be rebuilt: {type(e).__name__}: {e}") from None
+    declared = count_parameters(GPTConfig(vocab_size=tokenizer.vocab_size, max_seq_len=config.context_length,
+                                          embed_dim=config.embed_dim, num_layers=config.num_layers,
+                                          num_heads=config.num_heads, mlp_ratio=config.mlp_ratio, bias=config.bias))
+    held = sum(v.size for k, v in ckpt["model"].items() if k != "lm_head.weight")
+    if declared != held:
+        raise CheckpointError(f"the weights in {where} do not fit its configuration: the config (vocabulary "
+                              f"{tokenizer.vocab_size}, embed_dim {config.embed_dim}, {config.num_layers} layers, context "
+                              f"{config.context_length}) declares {declared:,} parameters, the file holds {held:,}")
     model = build_model(config, tokenizer.vocab_size)
     try:
         model.load_state_dict(ckpt["model"])
     except (KeyError, ValueError) as e:
-        raise CheckpointError(f"the weights in {ckpt.get('path', 'the checkpoint')} do not fit its configuration: {e}") from None
+        raise CheckpointError(f"the weights in {where} do not fit its configuration: {e}") from None
     return model.eval(), tokenizer, config
 
 
@@ -663,9 +841,78 @@ def resume_config(saved, **changes):
     return saved.replace(**changes)
 
 
-def run(config, out_dir, resume=None, log=print, progress="auto", callbacks=(), runner=None):
-    "Train `config` end to end into `out_dir` (or continue the checkpoint `resume`); returns (trainer, result)."
+RUN_FILES = ("ckpt.npz", "history.json", "loss.png", "sample.txt")
+
+
+@contextlib.contextmanager
+def run_folder_lock(out_dir):
+    "Hold `out_dir`/.lock while a run writes the folder; a second run into it gets a RunFolderError at once."
     out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out_dir / ".lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as e:
+        raise RunFolderError(f"cannot use the run folder {out_dir}: {e.strerror or e}") from None
+    try:
+        try:
+            import fcntl
+        except ImportError:                        # Windows: no advisory locks; one run per folder is up to the user
+            fcntl = None
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                raise RunFolderError(f"{out_dir} is in use by another training run (process {owner}); wait for it "
+                                     "to finish, or choose another output folder") from None
+            os.ftruncate(fd, 0); os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield out_dir
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporary_files(out_dir):
+    "Delete the temporary files that a run killed mid-write left behind (call it while holding the lock)."
+    removed = []
+    for folder in (Path(out_dir), Path(out_dir) / "data"):
+        if not folder.is_dir() or folder.is_symlink(): continue
+        for p in folder.iterdir():
+            if p.name.startswith(".") and p.name.endswith(".tmp") and (p.is_file() or p.is_symlink()):
+                p.unlink(); removed.append(p)
+    return removed
+
+
+def _write_run_files(trainer, out_dir, config, log, first_error=None):
+    "history.json and loss.png, atomically; with `first_error` pending, a failure here is only noted."
+    targets = ((out_dir / "history.json", lambda f: f.write(json.dumps(trainer.history).encode())),
+               (out_dir / "loss.png", None))
+    for path, write in targets:
+        try:
+            if write is not None:
+                _write_atomic(path, write)
+            elif plot_losses(trainer.history, path, title=f"GPT on {Path(str(config.data)).name}") is None:
+                log("matplotlib is not installed: no loss plot (pip install 'tinytorch[plot]'); "
+                    f"the losses are in {out_dir / 'history.json'}")
+        except OSError as e:
+            if first_error is None:
+                raise RunFolderError(f"could not write {path}: {e.strerror or e}") from None
+            log(f"(could not write {path} either: {e.strerror or e})")
+
+
+def run(config, out_dir, resume=None, log=print, progress="auto", callbacks=(), overwrite=True, runner=None):
+    """Train `config` end to end into `out_dir` (or continue the checkpoint `resume`); returns (trainer, result).
+
+    The folder is locked for the run; with `overwrite=False` a new run refuses a folder that holds a checkpoint."""
+    out_dir = Path(out_dir)
+    with run_folder_lock(out_dir):
+        if resume is None and not overwrite and (out_dir / "ckpt.npz").exists():
+            raise RunFolderError(f"{out_dir} already holds a checkpoint; continue it with resume, or choose another folder")
+        for p in remove_stale_temporary_files(out_dir):
+            log(f"removed {p.name}, left by a run that was killed while writing it")
+        return _run_locked(config, out_dir, resume, log, progress, callbacks, runner)
+
+
+def _run_locked(config, out_dir, resume, log, progress, callbacks, runner):
     ckpt = load_checkpoint(resume) if resume is not None else None
     if ckpt is not None and config is None: config = TrainConfig.from_dict(ckpt["config"])
     text = load_text(config.data)
@@ -693,11 +940,10 @@ def run(config, out_dir, resume=None, log=print, progress="auto", callbacks=(), 
         log(f"resuming {ckpt['path']} at step {trainer.step}")
     try:
         result = trainer.fit()
-    finally:
-        (out_dir / "history.json").write_text(json.dumps(trainer.history))
-        if plot_losses(trainer.history, out_dir / "loss.png", title=f"GPT on {Path(str(config.data)).name}") is None:
-            log("matplotlib is not installed: no loss plot (pip install 'tinytorch[plot]'); "
-                f"the losses are in {out_dir / 'history.json'}")
+    except BaseException as e:                       # report this error, not a later one from writing the files
+        _write_run_files(trainer, out_dir, config, log, first_error=e)
+        raise
+    _write_run_files(trainer, out_dir, config, log)
     return trainer, result
 
 # %%

@@ -7,6 +7,8 @@ __all__ = ['Parameter', 'StateDictError', 'Module', 'affine_rows', 'linear', 'Li
            'ModuleList', 'CheckpointError', 'save', 'load']
 
 # %% ../../modules/04_layers/layers.py #3
+import functools
+import io
 import json
 import os
 import tempfile
@@ -322,6 +324,7 @@ class ModuleList(Module):
 
 # %% ../../modules/04_layers/layers.py #19
 _FORMAT = "tinytorch-checkpoint-v1"
+_MAX_DEPTH = 100                  # deeper metadata is not something save() writes
 
 
 class CheckpointError(ValueError):
@@ -345,15 +348,35 @@ def _flatten(obj, arrays):
     raise TypeError(f"save: cannot store a value of type {type(obj).__name__}")
 
 
-def _unflatten(node, arrays):
-    if isinstance(node, dict):
-        if "__array__" in node: return arrays[f"a{node['__array__']}"]
-        if "__dict__" in node: return OrderedDict((k, _unflatten(v, arrays)) for k, v in node["__dict__"].items())
-        if "__dict_items__" in node:
-            return OrderedDict((_unflatten(k, arrays), _unflatten(v, arrays)) for k, v in node["__dict_items__"])
-        if "__list__" in node: return [_unflatten(v, arrays) for v in node["__list__"]]
-        if "__tuple__" in node: return tuple(_unflatten(v, arrays) for v in node["__tuple__"])
-    return node
+def _unflatten(node, arrays, where="tree", depth=0):
+    "Rebuild what `_flatten` stored; CheckpointError (naming the node) for anything it never writes."
+    if node is None or isinstance(node, (bool, int, float, str)): return node
+    if depth > _MAX_DEPTH: raise CheckpointError(f"{where} is nested deeper than {_MAX_DEPTH} levels")
+    if not isinstance(node, dict) or len(node) != 1:
+        raise CheckpointError(f"{where} is a {type(node).__name__} of length {len(node)}, not a stored value")
+    (kind, value), = node.items()
+    if kind == "__array__":
+        if type(value) is not int or f"a{value}" not in arrays:
+            raise CheckpointError(f"{where} refers to array {value!r}, which the file does not hold")
+        return arrays[f"a{value}"]
+    if kind in ("__list__", "__tuple__", "__dict_items__") and not isinstance(value, list):
+        raise CheckpointError(f"{where}: {kind} holds a {type(value).__name__}, not a list")
+    if kind == "__list__": return [_unflatten(v, arrays, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
+    if kind == "__tuple__": return tuple(_unflatten(v, arrays, f"{where}[{i}]", depth + 1) for i, v in enumerate(value))
+    if kind == "__dict__":
+        if not isinstance(value, dict): raise CheckpointError(f"{where}: __dict__ holds a {type(value).__name__}, not an object")
+        return OrderedDict((k, _unflatten(v, arrays, f"{where}.{k}", depth + 1)) for k, v in value.items())
+    if kind == "__dict_items__":
+        out = OrderedDict()
+        for i, pair in enumerate(value):
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise CheckpointError(f"{where}[{i}] is not a [key, value] pair")
+            key = _unflatten(pair[0], arrays, f"{where}[{i}].key", depth + 1)
+            try: hash(key)
+            except TypeError: raise CheckpointError(f"{where}[{i}]: a key of type {type(key).__name__} cannot be a dict key") from None
+            out[key] = _unflatten(pair[1], arrays, f"{where}[{key!r}]", depth + 1)
+        return out
+    raise CheckpointError(f"{where} is an unknown node {kind!r}")
 
 
 def save(obj, path):
@@ -378,19 +401,97 @@ def save(obj, path):
     return path
 
 
+@functools.lru_cache(maxsize=512)
+def _npy_header(raw):
+    "(shape, fortran_order, dtype) of a .npy header, parsed by NumPy (cached: checkpoints repeat their headers)."
+    f = io.BytesIO(raw)
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    header = read(f)
+    if f.read(): raise ValueError("the .npy header is shorter than its declared length")
+    return header
+
+
+def _read_array(zf, info, budget):
+    "One .npy member, its header checked against the member's size before any memory is allocated."
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise CheckpointError(f"member {info.filename} is compressed; save() stores arrays uncompressed")
+    with zf.open(info) as f:
+        magic = f.read(8)
+        if magic[:6] != b"\x93NUMPY" or magic[6:] not in (b"\x01\x00", b"\x02\x00"):
+            raise CheckpointError(f"member {info.filename} is not a .npy array of version 1 or 2")
+        size = f.read(2 if magic[6] == 1 else 4)
+        header = f.read(min(int.from_bytes(size, "little"), 1 << 16))
+        shape, fortran, dtype = _npy_header(magic + size + header)
+        if dtype.hasobject:
+            raise CheckpointError(f"member {info.filename} holds pickled (object) data, which is never loaded")
+        if dtype.kind not in "biuf" or dtype.subdtype is not None or dtype.names:
+            raise CheckpointError(f"member {info.filename} has dtype {dtype}; a checkpoint holds only numbers")
+        count = 1
+        for n in shape:
+            if n < 0: raise CheckpointError(f"member {info.filename} declares a negative dimension in shape {shape}")
+            count *= int(n)
+        nbytes = count * dtype.itemsize
+        if nbytes != info.file_size - f.tell() or nbytes > budget:
+            raise CheckpointError(f"member {info.filename} declares shape {shape} ({nbytes:,} bytes), but holds "
+                                  f"{info.file_size - f.tell():,} bytes (truncated or corrupt?)")
+        flat = np.empty(count, dtype=dtype)
+        view, got = flat.view(np.uint8), 0
+        while got < nbytes:
+            chunk = f.read(min(nbytes - got, 1 << 24))
+            if not chunk: raise CheckpointError(f"member {info.filename} ends after {got:,} of {nbytes:,} bytes")
+            view[got:got + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+            got += len(chunk)
+        f.read()                                     # reach the end: zipfile checks the CRC-32 there
+    return flat.reshape(shape, order="F" if fortran else "C"), nbytes
+
+
 def load(path):
-    "Read what `save` wrote; raise CheckpointError for a truncated, corrupt or foreign file."
+    "Read what `save` wrote; raise CheckpointError for a truncated, corrupt or foreign file (never run code)."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"no checkpoint at {path}")
+    if not path.is_file(): raise CheckpointError(f"{path} is not a file")
+    with open(path, "rb") as f: head = f.read(8)
+    if head.startswith(b"\x93NUMPY"):
+        raise CheckpointError(f"{path} is a single NumPy array (.npy), not a tinytorch checkpoint (the .npz "
+                              "archive that save() writes)")
+    if not head.startswith(b"PK"):
+        kind = "a text file" if head and all(32 <= c < 127 or c in b"\t\r\n" for c in head) else "not a zip archive"
+        raise CheckpointError(f"{path} is not a tinytorch checkpoint: it is {kind}, not the .npz archive that save() writes")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if "__meta__" not in npz.files: raise CheckpointError(f"{path} is not a tinytorch checkpoint (no metadata)")
-            meta = json.loads(npz["__meta__"].tobytes().decode())
-            if meta.get("format") != _FORMAT:
-                raise CheckpointError(f"{path} has unknown format {meta.get('format')!r}; expected {_FORMAT}")
-            arrays = {name: npz[name] for name in npz.files if name != "__meta__"}
-    except CheckpointError:
-        raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not a readable tinytorch checkpoint (truncated or corrupt?): {e}") from None
-    return _unflatten(meta["tree"], arrays)
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            names = [i.filename for i in infos]
+            if len(set(names)) != len(names): raise CheckpointError(f"{path} has duplicate archive members")
+            if "__meta__.npy" not in names: raise CheckpointError(f"{path} is not a tinytorch checkpoint (no metadata)")
+            budget = path.stat().st_size                 # no array may claim more bytes than the file has
+            arrays, meta = {}, None
+            for info in infos:
+                name = info.filename[:-4] if info.filename.endswith(".npy") else None
+                if name != "__meta__" and not (name and name[:1] == "a" and name[1:].isdigit()):
+                    raise CheckpointError(f"{path} has an unexpected member {info.filename!r}")
+                arr, nbytes = _read_array(zf, info, budget)
+                budget -= nbytes
+                if name == "__meta__":
+                    if arr.dtype != np.uint8 or arr.ndim != 1: raise CheckpointError(f"{path}: the metadata is not bytes")
+                    meta = json.loads(arr.tobytes().decode())
+                else:
+                    arrays[name] = arr
+    except CheckpointError as e:
+        msg = str(e)
+        raise CheckpointError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: the metadata is nested too deeply") from None
+    except Exception as e:                           # zipfile, the .npy header parser, JSON, UTF-8: all mean corrupt
+        raise CheckpointError(f"{path} is not a readable tinytorch checkpoint (truncated or corrupt?): "
+                              f"{type(e).__name__}: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{path} has unknown format {fmt!r}; expected {_FORMAT}")
+    if "tree" not in meta: raise CheckpointError(f"{path} is incomplete: its metadata has no tree")
+    try:
+        return _unflatten(meta["tree"], arrays)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: the metadata is nested too deeply") from None

@@ -6,6 +6,8 @@
 __all__ = ['cross_entropy', 'mse_loss', 'CrossEntropyLoss', 'MSELoss']
 
 # %% ../../modules/05_losses/losses.py #3
+import warnings
+
 import numpy as np
 from .tensor import Tensor, record
 from .autograd import derivative
@@ -58,6 +60,9 @@ def cross_entropy(logits, targets, ignore_index=-100, reduction="mean", label_sm
         raise IndexError(f"cross_entropy: target id {int(t[bad][0])} is out of range for {C} classes "
                          f"(valid ids are 0 to {C - 1}; ignore_index={ignore_index} marks rows to skip)")
     all_valid = bool(valid.all())
+    if reduction == "mean" and not valid.any():
+        warnings.warn(f"cross_entropy: no target to average ({'every target equals ignore_index=' + str(ignore_index) if t.size else 'the batch is empty'}), "
+                      "so the mean loss is 0/0 = NaN, as in PyTorch", RuntimeWarning, stacklevel=2)
     if not all_valid: t = np.where(valid, t, 0)          # any in-range id; those rows are zeroed below
     eps = float(label_smoothing)
     x = logits.data.reshape(-1, C)

@@ -3,7 +3,7 @@
 Run from the repository root (about 2-4 minutes on 2 cores):
 
     python -m benchmarks.train_shakespeare
-    python -m benchmarks.train_shakespeare --data ../shared/data/tinyshakespeare.txt --torch-steps 100
+    python -m benchmarks.train_shakespeare --torch-steps 100
 
 Configuration: preset `shakespeare-char` of tinytorch.training, which is nanoGPT's
 `config/train_shakespeare_char.py` with the CPU overrides of nanoGPT's README (block 64, batch
@@ -36,7 +36,7 @@ from tinytorch.training import evaluate_loss, get_batch, get_preset, model_from_
 
 TARGET_VAL_LOSS = 1.88
 NANOGPT_VAL_LOSS = 1.8857
-DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tinyshakespeare.txt"
+DEFAULT_DATA = Path(__file__).resolve().parent.parent / "tinytorch" / "datasets" / "tinyshakespeare.txt"
 
 
 def torch_ms_per_iter(config, train_data, steps):

@@ -23,7 +23,7 @@ from tinytorch.text.tokenization import (
     bytes_to_unicode, gpt2_pretokenizer, pretokenize, train_bpe)
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+SHAKESPEARE = ROOT / "tinytorch" / "datasets" / "tinyshakespeare.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 # The public GPT-2 files (https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/);
 # tiktoken's own gpt2 loader pins the same hashes.

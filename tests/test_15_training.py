@@ -219,7 +219,7 @@ def test_resume_refuses_other_settings_and_other_data(tmp_path, corpus_file):
 
 
 def test_tiny_shakespeare_download_cache_and_offline(tmp_path, monkeypatch):
-    shared = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "tinyshakespeare.txt")
+    shared = os.path.join(os.path.dirname(__file__), "..", "tinytorch", "datasets", "tinyshakespeare.txt")
     payload = open(shared, "rb").read() if os.path.exists(shared) else None
     calls = []
 
@@ -234,18 +234,18 @@ def test_tiny_shakespeare_download_cache_and_offline(tmp_path, monkeypatch):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
     monkeypatch.setattr(tdata.urllib.request, "urlopen", offline)
     with pytest.raises(DataError, match=r"could not download Tiny Shakespeare .* Without network access.*--data /path/to/"):
-        tdata.tiny_shakespeare(cache=tmp_path)
+        tdata.download_tiny_shakespeare(cache=tmp_path)
     monkeypatch.setattr(tdata.urllib.request, "urlopen", lambda url, timeout: Response(b"not shakespeare"))
     with pytest.raises(DataError, match="has SHA-256 .* expected 86c4e6aa"):
-        tdata.tiny_shakespeare(cache=tmp_path)
+        tdata.download_tiny_shakespeare(cache=tmp_path)
     assert list(tmp_path.iterdir()) == []                    # nothing half-downloaded is kept
     if payload is None:
-        pytest.skip("../shared/data/tinyshakespeare.txt is not on this machine")
+        pytest.skip("the shipped tinyshakespeare.txt is missing")
     monkeypatch.setattr(tdata.urllib.request, "urlopen", lambda url, timeout: Response(payload))
-    path = tdata.tiny_shakespeare(cache=tmp_path)
+    path = tdata.download_tiny_shakespeare(cache=tmp_path)
     assert path.read_bytes() == payload
     monkeypatch.setattr(tdata.urllib.request, "urlopen", offline)
-    assert tdata.tiny_shakespeare(cache=tmp_path) == path and calls == [tdata.TINY_SHAKESPEARE_URL]  # cached
+    assert tdata.download_tiny_shakespeare(cache=tmp_path) == path and calls == [tdata.TINY_SHAKESPEARE_URL]  # cached
 
 
 def test_batches_come_from_the_memmap(tmp_path, corpus):

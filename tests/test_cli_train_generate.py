@@ -120,6 +120,7 @@ def test_bad_training_inputs(run_cli, tmp_path, corpus, monkeypatch):
     _fails(*run_cli("train", "--preset", "huge"), "unknown preset 'huge'; presets: default, shakespeare-char, tiny")
     _fails(*run_cli("train", "--data", corpus, "--tokenizer", "words", *TINY), "unknown tokenizer 'words'")
     monkeypatch.setattr(tdata, "TINY_SHAKESPEARE_URL", "http://127.0.0.1:9/input.txt")     # nothing listens
+    monkeypatch.setattr(tdata, "TINY_SHAKESPEARE_PATH", tdata.Path("/nonexistent/tinyshakespeare.txt"))
     _fails(*run_cli("train", "--data", "shakespeare", *TINY), "could not download Tiny Shakespeare",
            "Without network access", "--data /path/to/tinyshakespeare.txt")
 

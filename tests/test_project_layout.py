@@ -49,7 +49,7 @@ def test_readme_quick_start_runs_the_main_job():
 def test_pyproject_packaging():
     cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())
     proj = cfg["project"]
-    assert [re.split(r"[<>=!~ ]", d)[0] for d in proj["dependencies"]] == ["numpy"]
+    assert [re.split(r"[<>=!~ ]", d)[0] for d in proj["dependencies"]] == ["numpy", "typer", "rich"]   # the engine: NumPy; the CLI: typer, rich
     assert proj["scripts"]["tito"] == "tito.cli:main"
     extras = proj["optional-dependencies"]
     assert "nbdev==2.4.14" in extras["toolchain"] and "execnb==0.1.18" in extras["toolchain"]

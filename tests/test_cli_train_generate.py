@@ -116,9 +116,9 @@ def test_bad_training_inputs(run_cli, tmp_path, corpus, monkeypatch):
            "too few for context_length 100000")
     _fails(*run_cli("train", "--data", corpus, "--batch-size", "0", *TINY), "--batch-size must be a positive integer")
     _fails(*run_cli("train", "--data", corpus, "--embed-dim", "30", "--num-heads", "4", *TINY),
-           "embed_dim 30 is not divisible by num_heads 4")
+           "--embed-dim 30 is not divisible by --num-heads 4")
     _fails(*run_cli("train", "--preset", "huge"), "unknown preset 'huge'; presets: default, shakespeare-char, tiny")
-    _fails(*run_cli("train", "--data", corpus, "--tokenizer", "words", *TINY), "unknown tokenizer 'words'")
+    _fails(*run_cli("train", "--data", corpus, "--tokenizer", "words", *TINY), "unknown --tokenizer 'words'")
     monkeypatch.setattr(tdata, "TINY_SHAKESPEARE_URL", "http://127.0.0.1:9/input.txt")     # nothing listens
     monkeypatch.setattr(tdata, "TINY_SHAKESPEARE_PATH", tdata.Path("/nonexistent/tinyshakespeare.txt"))
     _fails(*run_cli("train", "--data", "shakespeare", *TINY), "could not download Tiny Shakespeare",
@@ -152,7 +152,7 @@ def test_bad_generation_inputs(run_cli, trained, tmp_path):
     _fails(*run_cli("generate", "-c", run, "--temperature", "-1"), "temperature must be a finite number >= 0")
     _fails(*run_cli("generate", "-c", run, "--top-k", "0"), "top_k must be a positive integer")
     _fails(*run_cli("generate", "-c", run, "--stop", "ab"), "a stop token must be exactly one token")
-    _fails(*run_cli("generate"), "no checkpoint found under runs/")
+    _fails(*run_cli("generate", "-c", run / "missing"), "missing")
 
 
 def _env():

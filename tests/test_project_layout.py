@@ -50,7 +50,7 @@ def test_pyproject_packaging():
     cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())
     proj = cfg["project"]
     assert [re.split(r"[<>=!~ ]", d)[0] for d in proj["dependencies"]] == ["numpy", "typer", "rich"]   # the engine: NumPy; the CLI: typer, rich
-    assert proj["scripts"]["tito"] == "tito.cli:main"
+    assert proj["scripts"]["tito"] == "tito.__main__:main"
     extras = proj["optional-dependencies"]
     assert "nbdev==2.4.14" in extras["toolchain"] and "execnb==0.1.18" in extras["toolchain"]
     assert "torch==2.13.0" in extras["dev"]

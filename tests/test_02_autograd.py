@@ -522,6 +522,7 @@ def _chain(n):
     return x, y
 
 
+@pytest.mark.slow
 def test_100k_node_chain_backward_without_recursion_error():
     x = Tensor([0.3], dtype=np.float64, requires_grad=True)
     y, expected, v = x, 1.0, 0.3
@@ -534,6 +535,7 @@ def test_100k_node_chain_backward_without_recursion_error():
     assert abs(y.item() - v) < 1e-12 and abs(x.grad.item() - expected) <= 1e-9 * abs(expected)
 
 
+@pytest.mark.slow
 def test_dropping_a_deep_unbackwarded_graph_does_not_crash():
     x, y = _chain(100_000)
     del y                                # deallocates a 100k-deep Tensor -> Node -> Tensor chain
@@ -541,6 +543,7 @@ def test_dropping_a_deep_unbackwarded_graph_does_not_crash():
     assert x.grad is None
 
 
+@pytest.mark.slow
 def test_backward_time_is_linear_in_graph_size():
     def backward_seconds(n):
         x, y = _chain(n)

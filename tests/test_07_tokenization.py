@@ -149,6 +149,7 @@ def test_malformed_files(tmp_path):
 
 # ---------------------------------------------------------------- pre-tokenization
 
+@pytest.mark.slow
 def test_pretokenizer_matches_regex_module_on_every_assigned_character():
     """Our stdlib-`re` pattern splits like the published \\p{L}/\\p{N} pattern run by `regex`."""
     regex = pytest.importorskip("regex")
@@ -193,6 +194,7 @@ def test_unicode_text_matches_tiktoken(gpt2, tiktoken_gpt2):
         assert gpt2.encode(line, disallowed_special=()) == tiktoken_gpt2.encode(line, disallowed_special=())
 
 
+@pytest.mark.slow
 def test_every_assigned_character_matches_tiktoken(gpt2, tiktoken_gpt2):
     chars = [c for c in map(chr, range(sys.maxunicode + 1)) if unicodedata.category(c) not in ("Cn", "Co", "Cs")]
     text = "".join(f"{c} {c}{c}a{c}1 " for c in chars)
@@ -371,6 +373,7 @@ def test_train_bpe_special_tokens_never_split():
     assert all(tok.decode([i]) in specials for i in ids if tok.decode([i]).startswith("<|"))
 
 
+@pytest.mark.slow
 def test_train_bpe_is_deterministic_across_hash_seeds():
     code = (
         "from tinytorch.text.tokenization import train_bpe\n"

@@ -197,6 +197,7 @@ def test_greedy_generate_equals_hugging_face_generate():
     assert np.array_equal(ours.data, theirs.numpy())
 
 
+@pytest.mark.slow
 def test_full_size_gpt2_small_builds_with_the_right_count():
     "The real 124M-parameter model (0.5 GB of float32, about 2 s to initialise)."
     manual_seed(0)

@@ -83,6 +83,7 @@ def _gpt2_files():
     return d / "encoder.json", d / "vocab.bpe"
 
 
+@pytest.mark.slow
 def test_generate_hf_from_a_cache_layout(tmp_path):
     enc, bpe = _gpt2_files()
     hf = _hf_random(tmp_path, vocab=50257)
@@ -122,6 +123,7 @@ def test_shipped_model_validation_loss():
     assert loss < 2.0                                        # an untrained model scores ln(65) = 4.17
 
 
+@pytest.mark.slow
 def test_train_shakespeare_without_data_in_an_empty_folder(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-m", "tito", "train", "--preset", "shakespeare-char", "--max-iters", "5",

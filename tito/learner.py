@@ -460,7 +460,7 @@ def complete(project: Project, mod: Module, *, timeout: float = DEFAULT_TIMEOUT,
     failure, interruption or crash the package and the progress file go back byte
     for byte. The tests that run: the learner's notebook of ``mod``, the workspace
     notebooks of the completed modules after it (they build on it), and the package
-    tests ``tests/test_NN_*.py`` of every module up to the last completed one --
+    tests ``tests/test_NN_*.py`` of this module and of those completed modules --
     without the ``slow`` ones unless ``all_tests``. Each test run is stopped after
     ``timeout`` seconds."""
     t0 = time.monotonic()
@@ -537,7 +537,8 @@ def _complete(project: Project, mod: Module, timeout: float, all_tests: bool) ->
     # 4. one test run: this notebook, the notebooks of completed modules built on it, package tests
     nb_paths = [ws] + [project.workspace_notebook(m) for m in dependents
                        if project.workspace_notebook(m).is_file()]
-    pkg = [t for m in upto for t in project.package_tests(m)]
+    # earlier modules' tests are left out: their code did not change and does not depend on this one
+    pkg = [t for m in [mod, *dependents] for t in project.package_tests(m)]
     res.package_tests = [project.rel(t) for t in pkg]
     args = ["-q", "--tb=short", "-rfE", "-p", "no:cacheprovider", *([] if all_tests else FAST),
             *[project.rel(x) for x in nb_paths + pkg]]

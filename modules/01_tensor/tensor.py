@@ -179,7 +179,7 @@ def _wrap(data):
 # that evaluates under `no_grad` never switches recording off for a thread that trains. It
 # is the one piece of thread state in the engine, since `record` reads it on every op and a
 # thread-local attribute costs no more than a dictionary lookup; the rest (a generator and
-# scratch buffers per worker thread) is module 17's.
+# scratch buffers per worker thread) is module 18's.
 
 # %%
 #| export
@@ -262,7 +262,7 @@ def test_record_without_grad_keeps_nothing():
 # @replaceable("layer_norm")
 # def layer_norm(x, ...): ...        # the textbook version: what you write
 #
-# register_kernel("layer_norm", fused_layer_norm)     # module 16, one explicit call
+# register_kernel("layer_norm", fused_layer_norm)     # module 17, one explicit call
 # ```
 #
 # Only functions of the installed `tinytorch` package are replaceable: the copy a notebook
@@ -315,7 +315,7 @@ def test_replaceable_runs_a_registered_kernel_for_package_functions_only():
 # `manual_seed(s)` makes initialisation, dropout and sampling reproducible. The generator is
 # the `generator` attribute of one *random source* object, and `get_rng()` is the only way
 # code reaches it. `set_random_source(source)` is the documented hook for where it lives:
-# module 17 installs a source with one generator per worker thread, so that threads drawing
+# module 18 installs a source with one generator per worker thread, so that threads drawing
 # dropout masks at the same time stay reproducible.
 
 # %%

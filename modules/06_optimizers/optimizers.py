@@ -284,7 +284,7 @@ Optimizer.load_state_dict = _load_state_dict
 #
 # `step()` hands each group's list of (parameter, array, gradient) triples to
 # `_update_group(group, params)`. Every parameter's update is independent of the others,
-# so module 17 can split that list and update the parts on several threads at once, giving
+# so module 18 can split that list and update the parts on several threads at once, giving
 # each thread its own `scratch` dictionary.
 
 # %%

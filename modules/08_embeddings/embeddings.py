@@ -182,7 +182,7 @@ def test_embedding_id_errors():
 #
 # `Embedding(num_embeddings, embedding_dim)` owns the table as its `weight` parameter,
 # initialised from N(0, 1) as in PyTorch (GPT-style models re-initialise it with a smaller
-# standard deviation; that choice belongs to the model, module 10).
+# standard deviation; that choice belongs to the model, module 11).
 
 # %%
 #| export

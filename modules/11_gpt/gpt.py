@@ -62,7 +62,7 @@ from tinytorch import generation
 # with module 01's ops, `mean`, `var`, `sqrt`, and autograd derives the backward pass.
 # Inputs of lower precision than float32 (float16) are normalised in float32 and the result
 # is cast back, as PyTorch does: `cast` is a one-line op whose gradient is the incoming
-# gradient cast back to the input's dtype. Module 16 replaces `layer_norm` by a fused kernel
+# gradient cast back to the input's dtype. Module 17 replaces `layer_norm` by a fused kernel
 # with a hand-written backward pass, tested equal to this one.
 
 # %%
@@ -177,7 +177,7 @@ def test_layer_norm_errors():
 #
 # The first Linear and the GELU are one function, `linear_gelu(x, weight, bias)` =
 # `gelu(linear(x, weight, bias), "tanh")`. The expanded activation is the largest tensor in
-# the model (4x the residual stream), and naming the pair lets module 16 replace it by one
+# the model (4x the residual stream), and naming the pair lets module 17 replace it by one
 # fused op that computes the activation in place and turns the incoming gradient into the
 # pre-activation's gradient in one pass.
 

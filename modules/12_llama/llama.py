@@ -56,7 +56,7 @@ def _t(*shape, seed=0, dtype=np.float64, scale=1.0):
 # $$y_i = \gamma_i\,\frac{x_i}{\mathrm{RMS}(x)},\qquad \mathrm{RMS}(x) = \sqrt{\tfrac1D\textstyle\sum_i x_i^2 + \varepsilon}.$$
 #
 # It is cheaper than LayerNorm and works as well in practice. Written with module 01's ops
-# (`*`, `mean`, `sqrt`, `/`), autograd derives its backward pass; module 16 replaces it by a
+# (`*`, `mean`, `sqrt`, `/`), autograd derives its backward pass; module 17 replaces it by a
 # fused kernel whose gradient is LayerNorm's without the mean term.
 #
 # The squares of float16 activations overflow easily (65504 is float16's largest value, so
@@ -121,7 +121,7 @@ def test_rms_norm_half_does_not_overflow():
 # the hidden size is about $\tfrac83 d_\text{model}$; we round it *up* to a multiple of 64,
 # which suits matrix-multiply kernels (CS336's convention). The function is
 # $W_2(\mathrm{SiLU}(W_1x)\odot W_3x)$,
-# and it is written exactly so, with module 04's `linear` and module 03's `silu`; module 16
+# and it is written exactly so, with module 04's `linear` and module 03's `silu`; module 17
 # replaces it by one fused op whose three forward and five backward GEMMs share their
 # temporaries.
 

@@ -231,7 +231,7 @@ def language_model_loss(model, x, y):
 # The trainer touches the model through a *runner* with three methods: `forward_backward(x,
 # y, scale)` (the loss of one batch, its gradients times `scale` added into `.grad`),
 # `optimizer_step(optimizer)` and `mean_loss(batches)` (evaluation under `no_grad`).
-# `SingleThread` is the textbook runner: the whole batch on the calling thread. Module 17's
+# `SingleThread` is the textbook runner: the whole batch on the calling thread. Module 18's
 # `DataParallel` has the same three methods and splits each batch over worker threads;
 # `Trainer(..., runner=DataParallel(model, 2))` switches to it.
 

@@ -20,7 +20,7 @@ import pytest
 
 from tinytorch.text.tokenization import (
     GPT2_PATTERN, BPETokenizer, CharTokenizer, GPT2Tokenizer, TokenIdError, UnknownCharacterError,
-    bytes_to_unicode, gpt2_pretokenizer, pretokenize, train_bpe)
+    _check_token_ids, bytes_to_unicode, gpt2_pretokenizer, pretokenize, train_bpe, train_bpe_simple)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAKESPEARE = ROOT / "tinytorch" / "datasets" / "tinyshakespeare.txt"
@@ -147,7 +147,57 @@ def test_malformed_files(tmp_path):
         GPT2Tokenizer.from_directory(tmp_path)
 
 
-# ---------------------------------------------------------------- pre-tokenization
+# ---------------------------------------------------------------- errors, pre-tokenization, special tokens
+
+def test_error_messages():
+    err = UnknownCharacterError("é", 7, 65)
+    assert isinstance(err, KeyError) and isinstance(err, ValueError)
+    assert str(err) == "character 'é' (U+00E9) at position 7 is not in the vocabulary of 65 characters"
+    assert _check_token_ids(np.array([0, 3, 4]), 5) == [0, 3, 4] and _check_token_ids((), 5) == []
+    with pytest.raises(TokenIdError, match=r"^token id 5 at position 1 is out of range for vocab_size 5 "
+                                           r"\(valid ids are 0..4\)$"):
+        _check_token_ids([0, 5], 5)
+    with pytest.raises(TypeError, match="token ids must be integers, got dtype float64"):
+        _check_token_ids([0.0, 1.0], 5)
+
+
+def test_pretokenize():
+    cases = {
+        "Hello world": ["Hello", " world"],
+        "I'm sure they'll see it's done": ["I", "'m", " sure", " they", "'ll", " see", " it", "'s", " done"],
+        "DON'T don’t": ["DON", "'", "T", " don", "’", "t"],  # contractions are lowercase only
+        "abc123 x² ½": ["abc", "123", " x", "²", " ½"],
+        "a  \n\n b\t\tc  ": ["a", "  \n\n", " b", "\t", "\t", "c", "  "],
+        "naïve 日本語 hi!!! ...ok": ["naïve", " 日本語", " hi", "!!!", " ...", "ok"],
+        "a\x1cb\u3000c": ["a", "\x1c", "b", "\u3000", "c"],
+    }
+    for text, expected in cases.items():
+        assert pretokenize(text) == expected, (text, pretokenize(text))
+        assert "".join(pretokenize(text)) == text
+
+
+def toy_tokenizer(**kwargs):
+    """The 256 bytes, then `ab` (merge 0) and `abc` (merge 1)."""
+    vocab = {i: bytes([i]) for i in range(256)}
+    vocab[256], vocab[257] = b"ab", b"abc"
+    return BPETokenizer(vocab, [(b"a", b"b"), (b"ab", b"c")], **kwargs)
+
+
+def test_bpe_special_tokens():
+    tok = toy_tokenizer(special_tokens=["<|endoftext|>", "<|pad|>"])
+    eot, pad = tok.special_tokens["<|endoftext|>"], tok.special_tokens["<|pad|>"]
+    assert (eot, pad) == (258, 259) and tok.vocab_size == 260
+    text = "ab<|endoftext|>abc<|pad|>"
+    assert tok.encode(text, allowed_special="all") == [256, eot, 257, pad]
+    assert tok.encode(text, allowed_special={"<|pad|>"}, disallowed_special=()) == \
+        [256] + tok.encode_ordinary("<|endoftext|>") + [257, pad]
+    assert tok.encode(text, disallowed_special=()) == tok.encode_ordinary(text)
+    with pytest.raises(ValueError, match=r"special token '<\|endoftext\|>' at position 2"):
+        tok.encode(text, allowed_special={"<|pad|>"})
+    assert tok.encode_batch(["ab", "abc"]) == [[256], [257]]
+    assert tok.decode_bytes([0xC3, 0xA9]).decode() == "é"
+
+
 
 @pytest.mark.slow
 def test_pretokenizer_matches_regex_module_on_every_assigned_character():
@@ -332,6 +382,12 @@ def test_train_bpe_matches_brute_force(shakespeare):
     ref_vocab, ref_merges = reference_train_bpe(text, 256 + 1 + 200, [EOT])
     assert merges == ref_merges
     assert vocab == ref_vocab
+
+
+def test_train_bpe_simple_matches_brute_force(shakespeare):
+    pytest.importorskip("regex")
+    text = shakespeare[:6_000] + EOT + "Ünïcödé 日本語 😀😀 numbers 12345 " * 3
+    assert train_bpe_simple(text, 256 + 1 + 80, [EOT]) == reference_train_bpe(text, 256 + 1 + 80, [EOT])
 
 
 def test_train_bpe_cs336_example():

@@ -38,7 +38,12 @@ def _logits_rows(logits):
 
 
 def sampling_probs(logits, temperature=1.0, top_k=None, top_p=None):
-    "The distribution that sampling draws from: temperature, then top-k, then top-p, renormalised (float64)."
+    """The distribution that sampling draws from: a float64 array of logits' shape, (V,) or (B, V), rows summing to 1.
+
+    temperature 0: all mass on each row's first argmax. Otherwise divide the logits by the temperature; top-k
+    sets every logit below the k-th largest to -inf (ties survive); softmax; top-p zeroes each token whose
+    higher-ranked tokens (sorted by decreasing probability, stable) already hold mass >= top_p; renormalise.
+    """
     _check_sampling_args(temperature, top_k, top_p)
     z, single = _logits_rows(logits)
     if temperature == 0:                                     # greedy: all mass on the (first) argmax
@@ -64,7 +69,11 @@ def sampling_probs(logits, temperature=1.0, top_k=None, top_p=None):
 
 # %% ../modules/10_generation/generation.py #6
 def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
-    "One token id per row of logits (an int for a 1-D input, an int64 array for (batch, vocab))."
+    """One token id per row of logits: an int for a 1-D input, an int64 array (B,) for (B, V).
+
+    Inverse-CDF sampling from `sampling_probs`: one uniform number per row, `rng.random(B)` (one call),
+    scaled by the row's total; the id is the number of cumulative sums <= that number.
+    """
     probs = sampling_probs(logits, temperature, top_k, top_p)
     single = probs.ndim == 1
     probs = probs.reshape(1, -1) if single else probs
@@ -80,7 +89,7 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, rng=None)
     ids = ids.astype(np.int64)
     return int(ids[0]) if single else ids
 
-# %% ../modules/10_generation/generation.py #10
+# %% ../modules/10_generation/generation.py #12
 def _context_limit(model):
     for owner in (model, getattr(model, "config", None)):
         for name in ("max_seq_len", "context_length", "block_size"):
@@ -130,7 +139,14 @@ def _as_prompts(prompt_tokens, vocab_size):
 
 
 def _decode_group(model, prompts, max_new_tokens, sample, stop, use_cache):
-    "Generator over steps for equal-length prompts: yields (B,) arrays of new tokens (-1 once a row has stopped)."
+    """Generator over steps for B equal-length prompts: yields one int64 array (B,) of new tokens per step.
+
+    Prefill: logits (B, V) of the last position of the (cropped) prompt, via `_last_logits` (filling `caches`).
+    Then per step: `sample(logits)`, -1 for rows already done; write the tokens (0 for done rows) into `seq`;
+    yield them; mark rows that produced a `stop` token done; stop when all rows are done or after
+    `max_new_tokens` steps; else next logits from the one new position with the cache while the sequence fits
+    the model's context `limit`, otherwise from the last `limit` tokens without it.
+    """
     batch, plen = len(prompts), len(prompts[0])
     limit = _context_limit(model)
     seq = np.empty((batch, plen + max_new_tokens), dtype=np.int64)           # allocated once

@@ -44,7 +44,7 @@ import numpy as np
 from tinytorch.core.tensor import Tensor, record, get_rng, grad_mode
 from tinytorch.core.autograd import derivative, no_grad
 from tinytorch.core.layers import Module, Linear, dropout
-from tinytorch.core.embeddings import RotaryEmbedding, _rotate_pairs
+from tinytorch.core.embeddings import RotaryEmbedding, rotate_pairs as _rotate_pairs
 
 # %% [markdown]
 # ## Masks

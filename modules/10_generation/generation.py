@@ -30,6 +30,12 @@
 #
 # Generation never needs gradients: the loop runs under `no_grad`, so no graph is recorded
 # and memory stays flat however many tokens are generated.
+#
+# **How to test.** You write `sampling_probs`, the draw in `sample_next_token` and the decoding
+# loop. In Jupyter, the `run_tests(...)` cell after each group prints PASS, FAIL (with where and
+# by how much) or TODO per test. From the shell, `tito module test 10` runs the notebook's tests,
+# and `tito module complete 10` tests, exports and runs the package tests
+# (`tests/test_10_generation.py`: Hugging Face's sampling rules, batches, streaming, errors).
 
 # %%
 #| default_exp generation
@@ -89,7 +95,12 @@ def _logits_rows(logits):
 
 
 def sampling_probs(logits, temperature=1.0, top_k=None, top_p=None):
-    "The distribution that sampling draws from: temperature, then top-k, then top-p, renormalised (float64)."
+    """The distribution that sampling draws from: a float64 array of logits' shape, (V,) or (B, V), rows summing to 1.
+
+    temperature 0: all mass on each row's first argmax. Otherwise divide the logits by the temperature; top-k
+    sets every logit below the k-th largest to -inf (ties survive); softmax; top-p zeroes each token whose
+    higher-ranked tokens (sorted by decreasing probability, stable) already hold mass >= top_p; renormalise.
+    """
     _check_sampling_args(temperature, top_k, top_p)
     z, single = _logits_rows(logits)
     ### BEGIN SOLUTION
@@ -128,26 +139,31 @@ def sampling_probs(logits, temperature=1.0, top_k=None, top_p=None):
 # %%
 #| export
 def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
-    "One token id per row of logits (an int for a 1-D input, an int64 array for (batch, vocab))."
+    """One token id per row of logits: an int for a 1-D input, an int64 array (B,) for (B, V).
+
+    Inverse-CDF sampling from `sampling_probs`: one uniform number per row, `rng.random(B)` (one call),
+    scaled by the row's total; the id is the number of cumulative sums <= that number.
+    """
     probs = sampling_probs(logits, temperature, top_k, top_p)
     single = probs.ndim == 1
     probs = probs.reshape(1, -1) if single else probs
-    ### BEGIN SOLUTION
     if temperature == 0:
         ids = probs.argmax(axis=-1)
     else:
         rng = get_rng() if rng is None else rng
+        ### BEGIN SOLUTION
         cdf = np.cumsum(probs, axis=-1)
         u = rng.random(len(probs)) * cdf[:, -1]
         ids = (cdf <= u[:, None]).sum(axis=-1)
+        ### END SOLUTION
         last = probs.shape[-1] - 1 - (probs[:, ::-1] > 0).argmax(axis=-1)      # guard against rounding at the top
         ids = np.minimum(ids, last)
     ids = ids.astype(np.int64)
     return int(ids[0]) if single else ids
-    ### END SOLUTION
 
 # %%
 import pytest
+from tito.notebook import run_tests, assert_close
 
 def test_temperature_zero_is_greedy_and_top_k_one_too():
     logits = np.array([[0.1, 2.0, -1.0, 2.0], [5.0, 0.0, 0.0, 0.0]])
@@ -159,13 +175,13 @@ def test_temperature_zero_is_greedy_and_top_k_one_too():
 def test_probs_match_the_formulas():
     logits = np.array([1.0, 2.0, 3.0, 0.5, -1.0])
     p = np.exp(logits / 0.7); p /= p.sum()
-    assert np.allclose(sampling_probs(logits, 0.7), p, rtol=1e-14, atol=0)
+    assert_close(sampling_probs(logits, 0.7), p, rtol=1e-14, atol=0, name="temperature 0.7")
     k = np.exp(logits / 0.7); k[[3, 4]] = 0; k /= k.sum()                          # top-3 keeps ids 0, 1, 2
-    assert np.allclose(sampling_probs(logits, 0.7, top_k=3), k, rtol=1e-14, atol=0)
+    assert_close(sampling_probs(logits, 0.7, top_k=3), k, rtol=1e-14, atol=0, name="top-k 3")
     # top-p 0.8: sorted p = 0.62 (id 2), 0.23 (id 1), 0.08 (id 0), ...; mass before id 1 is 0.62 < 0.8, before id 0 0.85
     q = np.exp(logits - logits.max()); q /= q.sum()
     kept = np.where(np.isin(np.arange(5), [1, 2]), q, 0); kept /= kept.sum()
-    assert np.allclose(sampling_probs(logits, 1.0, top_p=0.8), kept, rtol=1e-14, atol=0)
+    assert_close(sampling_probs(logits, 1.0, top_p=0.8), kept, rtol=1e-14, atol=0, name="top-p 0.8")
     assert np.count_nonzero(sampling_probs(logits, 1.0, top_p=1e-9)) == 1
 
 def test_sampling_errors():
@@ -188,6 +204,46 @@ def test_sampling_is_reproducible_and_batched():
     assert a == b and len(a[0]) == 2
     draws = np.array([sample_next_token(logits, top_k=2, rng=np.random.default_rng(i)) for i in range(400)])
     assert set(draws[:, 0]) == {2, 3} and set(draws[:, 1]) == {0, 1}          # only the two most likely
+
+def test_draws_follow_the_distribution():
+    probs = np.array([0.5, 0.0, 0.3, 0.2])
+    draws = sample_next_token(np.tile(np.log(probs + 1e-300), (20000, 1)), rng=np.random.default_rng(0))
+    freq = np.bincount(draws, minlength=4) / len(draws)
+    assert freq[1] == 0
+    assert_close(freq, probs, rtol=0, atol=0.015, name="frequency of each token over 20000 draws")
+
+if __name__ == "__main__":
+    run_tests("test_temperature_zero*", "test_probs_match_the_formulas", "test_sampling_*", "test_draws_*")
+
+# %% [markdown]
+# ### One distribution, four ways
+#
+# The bars below are the probabilities `sampling_probs` gives to the same ten logits. A low
+# temperature piles the mass onto the top tokens and a high one spreads it out; top-k keeps a
+# fixed number of tokens whatever their probabilities, top-p as many as it takes to reach the
+# mass $p$ (few when the model is confident, many when it is not).
+
+# %%
+if __name__ == "__main__":
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib not installed: skipping the plot")
+    else:
+        from tito.notebook import in_notebook
+        if not in_notebook(): matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        _logits = np.array([3.0, 2.5, 2.0, 1.2, 1.0, 0.5, 0.0, -0.5, -1.0, -2.0])
+        _settings = [dict(), dict(temperature=0.5), dict(temperature=2.0), dict(top_k=3), dict(top_p=0.9),
+                     dict(temperature=2.0, top_p=0.9)]
+        fig, axes = plt.subplots(2, 3, figsize=(11, 5.5), sharey=True)
+        for ax, kw in zip(axes.flat, _settings):
+            ax.bar(np.arange(len(_logits)), sampling_probs(_logits, **kw), color="tab:blue")
+            ax.set(title=", ".join(f"{k}={v}" for k, v in kw.items()) or "temperature=1.0 (plain softmax)",
+                   xlabel="token id", xticks=np.arange(len(_logits)))
+        for ax in axes[:, 0]: ax.set_ylabel("probability")
+        fig.tight_layout()
+        plt.show() if in_notebook() else plt.close(fig)
 
 # %% [markdown]
 # ## 3. The generation loop, with and without the KV cache
@@ -276,7 +332,14 @@ def _as_prompts(prompt_tokens, vocab_size):
 
 
 def _decode_group(model, prompts, max_new_tokens, sample, stop, use_cache):
-    "Generator over steps for equal-length prompts: yields (B,) arrays of new tokens (-1 once a row has stopped)."
+    """Generator over steps for B equal-length prompts: yields one int64 array (B,) of new tokens per step.
+
+    Prefill: logits (B, V) of the last position of the (cropped) prompt, via `_last_logits` (filling `caches`).
+    Then per step: `sample(logits)`, -1 for rows already done; write the tokens (0 for done rows) into `seq`;
+    yield them; mark rows that produced a `stop` token done; stop when all rows are done or after
+    `max_new_tokens` steps; else next logits from the one new position with the cache while the sequence fits
+    the model's context `limit`, otherwise from the last `limit` tokens without it.
+    """
     batch, plen = len(prompts), len(prompts[0])
     limit = _context_limit(model)
     seq = np.empty((batch, plen + max_new_tokens), dtype=np.int64)           # allocated once
@@ -417,6 +480,16 @@ def test_stop_tokens_and_stream():
     assert generate(model, [5], 15, temperature=1.0, seed=3, stop_tokens=[stop]) == out[:out.index(stop, 1) + 1]
     assert list(generate(model, [5], 15, temperature=1.0, seed=3, stream=True)) == out[1:]
 
+def test_greedy_follows_the_argmax():
+    model = _tiny_lm()
+    out = generate(model, [[1, 2], [3, 4]], 6, temperature=0)
+    for row in out:                          # each new token is the argmax of the model's logits on the tokens before it
+        for t in range(2, len(row)):
+            assert row[t] == int(model(np.array([row[:t]])).data[0, -1].argmax()), (row, t)
+
+if __name__ == "__main__":
+    run_tests("test_cache_changes_nothing_but_speed", "test_stop_tokens_and_stream", "test_greedy_follows_the_argmax")
+
 # %%
 if __name__ == "__main__":
     import time
@@ -428,3 +501,15 @@ if __name__ == "__main__":
         _t0 = time.perf_counter()
         generate(_model, [1], 200, temperature=0, use_cache=_cache)
         print(f"200 tokens {'with' if _cache else 'without'} the KV cache: {time.perf_counter() - _t0:.2f} s")
+
+# %% [markdown]
+# ## Experiments to try
+#
+# 1. Generate 200 tokens from the same prompt with and without the cache (the cell above) for
+#    `max_seq_len` 64, 256 and 1024: without the cache the time per token grows with the
+#    context, with it it stays almost flat until the attention over the cache dominates.
+# 2. Sample the tiny model with `temperature=0.2` and `temperature=3.0` and count the distinct
+#    tokens in 200 draws: few and repetitive against nearly uniform noise.
+# 3. Redraw the bar charts with logits from a confident model (`[8, 1, 0, 0, ...]`) and an
+#    unsure one (`[1, 0.9, 0.8, ...]`): top-p 0.8 keeps one token for the first and most of the
+#    vocabulary for the second, while top-k keeps the same number for both.

@@ -11,7 +11,7 @@ import numpy as np
 from .tensor import Tensor, record, get_rng, grad_mode
 from .autograd import derivative, no_grad
 from .layers import Module, Linear, dropout
-from .embeddings import RotaryEmbedding, _rotate_pairs
+from .embeddings import RotaryEmbedding, rotate_pairs as _rotate_pairs
 
 # %% ../../modules/09_attention/attention.py #4
 _FUTURE_MASKS = {}

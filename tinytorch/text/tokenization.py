@@ -2,7 +2,7 @@
 
 # %% auto #0
 __all__ = ['GPT2_PATTERN', 'UnknownCharacterError', 'TokenIdError', 'CharTokenizer', 'gpt2_pretokenizer', 'pretokenize',
-           'merge_pair', 'BPETokenizer', 'bytes_to_unicode', 'GPT2Tokenizer', 'train_bpe']
+           'merge_pair', 'BPETokenizer', 'bytes_to_unicode', 'GPT2Tokenizer', 'train_bpe_simple', 'train_bpe']
 
 # %% ../../modules/07_tokenization/tokenization.py #2
 import functools
@@ -18,7 +18,7 @@ import numpy as np
 
 # %% ../../modules/07_tokenization/tokenization.py #4
 class UnknownCharacterError(KeyError, ValueError):
-    """A character that is not in a `CharTokenizer`'s vocabulary."""
+    """A character that is not in a `CharTokenizer`'s vocabulary (a KeyError and a ValueError)."""
 
     def __init__(self, char: str, position: int, vocab_size: int):
         self.char, self.position, self.vocab_size = char, position, vocab_size
@@ -29,9 +29,8 @@ class UnknownCharacterError(KeyError, ValueError):
     def __str__(self):
         return self.args[0]
 
-
 class TokenIdError(IndexError, ValueError):
-    """A token id outside `0 .. vocab_size - 1`."""
+    """A token id outside `0 .. vocab_size - 1`, negative ones included (an IndexError and a ValueError)."""
 
     def __init__(self, token_id, position: int, vocab_size: int):
         self.token_id, self.position, self.vocab_size = token_id, position, vocab_size
@@ -39,12 +38,8 @@ class TokenIdError(IndexError, ValueError):
             f"token id {token_id} at position {position} is out of range for vocab_size "
             f"{vocab_size} (valid ids are 0..{vocab_size - 1})")
 
-
 def _check_token_ids(ids, vocab_size: int) -> list:
-    """Return `ids` as a list of ints, raising `TokenIdError` for the first id out of range.
-
-    Accepts any 1-D sequence of integers: a list, a tuple, a NumPy array, a tensor.
-    """
+    """Any 1-D sequence of integer ids as a list of ints; `TokenIdError` for the first id out of range."""
     arr = np.asarray(ids)
     if arr.size == 0:
         return []
@@ -57,17 +52,13 @@ def _check_token_ids(ids, vocab_size: int) -> list:
         raise TokenIdError(int(arr[position]), position, vocab_size)
     return arr.tolist()
 
-
 def _check_text(text) -> None:
     if not isinstance(text, str):
         raise TypeError(f"expected text as a str, got {type(text).__name__}")
 
-# %% ../../modules/07_tokenization/tokenization.py #7
+# %% ../../modules/07_tokenization/tokenization.py #6
 class CharTokenizer:
-    """Character-level tokenizer: one token per Unicode code point.
-
-    `stoi` maps character -> id and `itos` maps id -> character.
-    """
+    """One token per Unicode code point; `stoi` maps character -> id, `itos` id -> character."""
 
     def __init__(self, chars):
         itos = list(chars)
@@ -98,29 +89,23 @@ class CharTokenizer:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
 
     def encode(self, text: str) -> list:
-        """Token ids of `text`: a list of ints, one per character, `self.stoi[c]` for each character c.
+        """Token ids of `text`: a list of ints, `self.stoi[c]` for each character c.
 
-        For the first character not in the vocabulary raise `UnknownCharacterError(char, position,
-        vocab_size)`, its position being its index in `text`.
-        """
+        For the first character (lowest index in `text`) not in the vocabulary, raise
+        `UnknownCharacterError(char, position, vocab_size)`."""
         _check_text(text)
-        stoi = self.stoi
-        try:
-            return [stoi[c] for c in text]
-        except KeyError:
-            for position, char in enumerate(text):
-                if char not in stoi:
-                    raise UnknownCharacterError(char, position, len(stoi)) from None
-            raise
+        unknown = set(text) - self.stoi.keys()
+        if unknown:
+            position = min(text.index(char) for char in unknown)
+            raise UnknownCharacterError(text[position], position, len(self.stoi))
+        return [self.stoi[char] for char in text]
 
     def decode(self, ids) -> str:
         """The text (a str) of a 1-D sequence of token ids: `self.itos[i]` for each id, joined.
 
-        `_check_token_ids` has already raised `TokenIdError` for an id out of range.
-        """
+        (`_check_token_ids` has already raised `TokenIdError` for an id out of range.)"""
         ids = _check_token_ids(ids, len(self.itos))
-        itos = self.itos
-        return "".join([itos[i] for i in ids])
+        return "".join([self.itos[i] for i in ids])
 
     def save(self, path) -> None:
         """Write the vocabulary to a JSON file."""
@@ -136,13 +121,11 @@ class CharTokenizer:
             raise ValueError(f"{os.fspath(path)!r} is not a CharTokenizer vocabulary file")
         return cls(data["chars"])
 
-# %% ../../modules/07_tokenization/tokenization.py #14
+# %% ../../modules/07_tokenization/tokenization.py #9
+# _WHITESPACE: the Unicode White_Space property, the meaning of \s in `regex`, Rust and tiktoken.
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 """GPT-2's pre-tokenization pattern as published (needs the `regex` module; shown for reference)."""
-
-# The Unicode White_Space property, the meaning of \s in `regex`, Rust and tiktoken.
 _WHITESPACE = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-
 
 def _char_class(chars: str) -> str:
     """Body of a `re` character class matching exactly the sorted distinct `chars`."""
@@ -152,7 +135,6 @@ def _char_class(chars: str) -> str:
     ends = cps[np.concatenate((breaks - 1, [len(cps) - 1]))].tolist()
     return "".join(f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}"
                    for a, b in zip(starts, ends))
-
 
 @functools.lru_cache(maxsize=None)
 def gpt2_pretokenizer() -> re.Pattern:
@@ -167,17 +149,14 @@ def gpt2_pretokenizer() -> re.Pattern:
         rf"| ?[{letters}]+| ?[{numbers}]+| ?[^{ws}{letters}{numbers}]+"
         rf"|[{ws}]+(?![^{ws}])|[{ws}]+")
 
-
 def pretokenize(text: str) -> list:
     """Split `text` into GPT-2 pre-tokens; joining them gives back `text`."""
     return gpt2_pretokenizer().findall(text)
 
-# %% ../../modules/07_tokenization/tokenization.py #18
+# %% ../../modules/07_tokenization/tokenization.py #12
 def merge_pair(ids: list, pair: tuple, new_id: int) -> list:
-    """A new list: `ids` with every non-overlapping occurrence of `pair` (left to right) replaced by `new_id`.
-
-    `ids` is a list of ints and is not modified; `[5, 5, 5]` with pair (5, 5) gives `[new_id, 5]`.
-    """
+    """A new list of ints: `ids` with every non-overlapping occurrence of `pair`, left to right,
+    replaced by `new_id` (`[5, 5, 5]` with pair (5, 5) gives `[new_id, 5]`); `ids` is not modified."""
     # hint: walk an index i; where ids[i], ids[i + 1] equal the pair, emit new_id and step by two
     first, second = pair
     out, i, n = [], 0, len(ids)
@@ -190,16 +169,14 @@ def merge_pair(ids: list, pair: tuple, new_id: int) -> list:
             i += 1
     return out
 
-# %% ../../modules/07_tokenization/tokenization.py #22
+# %% ../../modules/07_tokenization/tokenization.py #15
+_NO_MERGE = (float("inf"), None)  # (rank, merged id) of a pair that no merge joins
+
 class BPETokenizer:
-    """Byte-level BPE tokenizer from a vocabulary (id -> bytes), ordered merges and special tokens.
+    """Byte-level BPE from a vocabulary (id -> bytes), ordered merges and special tokens. `pattern`, the
+    pre-tokenizer, is a string for `re` or an object with `findall` (a compiled `regex`); default GPT-2's."""
 
-    `pattern` is the pre-tokenizer: a regex string for `re`, or any object with a `findall`
-    method (a compiled `re` or `regex` pattern). Default: GPT-2's.
-    """
-
-    def __init__(self, vocab: dict, merges: list, special_tokens=None, pattern=None,
-                 cache_size: int = 100_000):
+    def __init__(self, vocab: dict, merges: list, special_tokens=None, pattern=None, cache_size: int = 100_000):
         n = len(vocab)
         if sorted(vocab) != list(range(n)):
             raise ValueError(f"vocab ids must be exactly 0..{n - 1}")
@@ -220,21 +197,18 @@ class BPETokenizer:
         if missing:
             raise ValueError(f"not a byte-level vocabulary: {len(missing)} of the 256 single bytes "
                              f"are missing, the first is {bytes([missing[0]])!r}")
-        self.vocab = dict(enumerate(decoder))
+        self.vocab, self._decoder = dict(enumerate(decoder)), decoder
         self.merges = [(bytes(a), bytes(b)) for a, b in merges]
-        self._decoder = decoder
         self._byte_ids = [token_ids[bytes([b])] for b in range(256)]
         self._merge_table = {}
         for rank, (a, b) in enumerate(self.merges):
             try:
                 pair, merged = (token_ids[a], token_ids[b]), token_ids[a + b]
             except KeyError:
-                raise ValueError(f"merge {rank} {(a, b)!r} uses or makes a token that is not in the vocabulary") from None
+                raise ValueError(f"merge {rank} {(a, b)!r} uses or makes a token not in the vocabulary") from None
             self._merge_table.setdefault(pair, (rank, merged))
         self._pattern = _compile_pattern(pattern)
-        self.cache_size = cache_size
-        self._cache = {}
-        self._special_regexes = {}
+        self.cache_size, self._cache = cache_size, {}
 
     @property
     def vocab_size(self) -> int:
@@ -255,92 +229,69 @@ class BPETokenizer:
     def _bpe(self, piece: bytes) -> list:
         """Token ids (a list of ints) of one pre-token given as bytes.
 
-        Start from `[self._byte_ids[b] for b in piece]`; while some adjacent pair is a key of
-        `self._merge_table`, merge every occurrence (`merge_pair`) of the pair with the lowest rank
-        into its merged id. Return the ids when no pair is in the table.
+        Start from `[self._byte_ids[b] for b in piece]`. While some adjacent pair is a key of
+        `self._merge_table` (pair -> (rank, merged id)), take the pair of lowest rank and replace
+        it everywhere by its merged id (`merge_pair`). Return the ids when no pair is in the table.
         """
-        ids = [self._byte_ids[b] for b in piece]
         table = self._merge_table
+        ids = [self._byte_ids[b] for b in piece]
         while len(ids) > 1:
-            best = None
-            for pair in zip(ids, ids[1:]):
-                merge = table.get(pair)
-                if merge is not None and (best is None or merge[0] < best[0]):
-                    best, best_pair = merge, pair
-            if best is None:
+            pair = min(zip(ids, ids[1:]), key=lambda p: table.get(p, _NO_MERGE)[0])
+            if pair not in table:
                 break
-            ids = merge_pair(ids, best_pair, best[1])
+            ids = merge_pair(ids, pair, table[pair][1])
         return ids
 
     def encode_ordinary(self, text: str) -> list:
         """Token ids of `text`, treating special-token text as ordinary text."""
         _check_text(text)
         try:
-            return self._encode_chunk(text)
+            text.encode("utf-8")
         except UnicodeEncodeError:
-            return self._encode_chunk(_fix_surrogates(text))
-
-    def _encode_chunk(self, text: str) -> list:
-        ids, cache, bpe = [], self._cache, self._bpe
+            text = _fix_surrogates(text)
+        ids, cache = [], self._cache
         for piece in self._pattern.findall(text):
             piece_ids = cache.get(piece)
             if piece_ids is None:
-                piece_ids = bpe(piece.encode("utf-8"))
+                piece_ids = self._bpe(piece.encode("utf-8"))
                 if len(cache) >= self.cache_size:
                     cache.clear()
                 cache[piece] = piece_ids
             ids.extend(piece_ids)
         return ids
 
-    def _special_regex(self, tokens: frozenset) -> re.Pattern:
-        regex = self._special_regexes.get(tokens)
-        if regex is None:
-            alternatives = sorted(tokens, key=lambda t: (-len(t), t))
-            regex = re.compile("|".join(map(re.escape, alternatives)))
-            self._special_regexes[tokens] = regex
-        return regex
-
     def encode(self, text: str, *, allowed_special=frozenset(), disallowed_special="all") -> list:
-        """Token ids of `text`.
-
-        allowed_special: special tokens (a set of strings, or "all") encoded as their single id.
-        disallowed_special: special tokens whose text raises ValueError ("all" = every special token
-            not allowed); pass () to encode such text as ordinary text.
-        """
+        """Token ids of `text`. `allowed_special` (a set of strings, or "all") are encoded as their single id;
+        `disallowed_special` ("all": every special token not allowed) raise ValueError; () encodes them as text."""
         _check_text(text)
         specials = self.special_tokens
         allowed = set(specials) if allowed_special == "all" else set(allowed_special)
-        unknown = allowed - specials.keys()
-        if unknown:
-            raise ValueError(f"allowed_special names unknown special tokens {sorted(unknown)}; "
+        if allowed - specials.keys():
+            raise ValueError(f"allowed_special names unknown special tokens {sorted(allowed - specials.keys())}; "
                              f"this tokenizer has {sorted(specials)}")
         disallowed = set(specials) - allowed if disallowed_special == "all" else set(disallowed_special)
-        if disallowed:
-            match = self._special_regex(frozenset(disallowed)).search(text)
-            if match:
-                raise ValueError(
-                    f"text contains the special token {match.group()!r} at position {match.start()}; "
-                    f"pass allowed_special={{{match.group()!r}}} (or 'all') to encode it as a special "
-                    "token, or disallowed_special=() to encode it as ordinary text")
+        match = disallowed and _special_regex(frozenset(disallowed)).search(text)
+        if match:
+            raise ValueError(
+                f"text contains the special token {match.group()!r} at position {match.start()}; "
+                f"pass allowed_special={{{match.group()!r}}} (or 'all') to encode it as a special "
+                "token, or disallowed_special=() to encode it as ordinary text")
         if not allowed:
             return self.encode_ordinary(text)
         ids, start = [], 0
-        for match in self._special_regex(frozenset(allowed)).finditer(text):
+        for match in _special_regex(frozenset(allowed)).finditer(text):
             ids += self.encode_ordinary(text[start:match.start()])
             ids.append(specials[match.group()])
             start = match.end()
-        ids += self.encode_ordinary(text[start:])
-        return ids
+        return ids + self.encode_ordinary(text[start:])
 
-    def encode_batch(self, texts, *, allowed_special=frozenset(), disallowed_special="all") -> list:
-        """`encode` applied to each text of a list."""
-        return [self.encode(t, allowed_special=allowed_special, disallowed_special=disallowed_special)
-                for t in texts]
+    def encode_batch(self, texts, **kwargs) -> list:
+        """`encode` (with the same keyword arguments) applied to each text of a list."""
+        return [self.encode(t, **kwargs) for t in texts]
 
     def decode_bytes(self, ids) -> bytes:
         """The bytes of a 1-D sequence of token ids; raises `TokenIdError` for an id out of range."""
-        decoder = self._decoder
-        return b"".join([decoder[i] for i in _check_token_ids(ids, len(decoder))])
+        return b"".join([self._decoder[i] for i in _check_token_ids(ids, len(self._decoder))])
 
     def decode(self, ids, errors: str = "replace") -> str:
         """The text of a 1-D sequence of token ids (invalid UTF-8 handled by `errors`)."""
@@ -350,6 +301,10 @@ class BPETokenizer:
         """`decode` applied to each sequence of a list."""
         return [self.decode(ids, errors=errors) for ids in batch]
 
+@functools.lru_cache(maxsize=None)
+def _special_regex(tokens: frozenset) -> re.Pattern:
+    """A pattern matching any of `tokens`, the longest first."""
+    return re.compile("|".join(map(re.escape, sorted(tokens, key=lambda t: (-len(t), t)))))
 
 def _check_special_tokens(special_tokens) -> list:
     """The distinct special tokens, in order; each must be a non-empty str."""
@@ -360,7 +315,6 @@ def _check_special_tokens(special_tokens) -> list:
         if not isinstance(special, str) or not special:
             raise ValueError(f"a special token must be a non-empty str, got {special!r}")
     return special_tokens
-
 
 def _compile_pattern(pattern):
     """GPT-2's pre-tokenizer for None, `re.compile` for a string, anything with `findall` as is."""
@@ -374,61 +328,53 @@ def _compile_pattern(pattern):
         raise ValueError(f"pre-tokenization pattern {pattern[:60]!r} is not a valid `re` pattern ({e}); "
                          "for \\p{...} classes pass a compiled `regex` pattern instead") from None
 
-
 def _fix_surrogates(text: str) -> str:
     """Join valid surrogate pairs and replace lone surrogates by U+FFFD (tiktoken does the same)."""
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
-# %% ../../modules/07_tokenization/tokenization.py #28
+# %% ../../modules/07_tokenization/tokenization.py #18
 def bytes_to_unicode() -> dict:
     """GPT-2's byte table: a dict from every byte value 0..255 (in order) to a one-character str.
 
     Bytes '!'..'~', '¡'..'¬' and '®'..'ÿ' map to themselves (`chr(b)`); the other 68, in
     increasing order, to chr(256), chr(257), ... All 256 characters are distinct.
     """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-                 *range(ord("®"), ord("ÿ") + 1)]
-    mapping = {b: chr(b) for b in printable}
+    table = {b: chr(b) for b in [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                                 *range(ord("®"), ord("ÿ") + 1)]}
     shifted = 0
     for b in range(256):
-        if b not in mapping:
-            mapping[b] = chr(256 + shifted)
+        if b not in table:
+            table[b] = chr(256 + shifted)
             shifted += 1
-    return dict(sorted(mapping.items()))
-
+    return dict(sorted(table.items()))
 
 def _read_gpt2_files(encoder_path, merges_path):
     """Vocabulary (id -> bytes) and merges from GPT-2 style encoder and merges files."""
     byte_of = {c: b for b, c in bytes_to_unicode().items()}
 
     def to_bytes(token, where):
-        try:
-            return bytes([byte_of[c] for c in token])
-        except KeyError:
-            raise ValueError(f"{where}: {token!r} is not a GPT-2 byte-level token") from None
+        if not all(c in byte_of for c in token):
+            raise ValueError(f"{where}: {token!r} is not a GPT-2 byte-level token")
+        return bytes([byte_of[c] for c in token])
 
     with open(encoder_path, encoding="utf-8") as f:
-        encoder = json.load(f)
-    vocab = {int(i): to_bytes(token, os.fspath(encoder_path)) for token, i in encoder.items()}
+        vocab = {int(i): to_bytes(token, os.fspath(encoder_path)) for token, i in json.load(f).items()}
     with open(merges_path, encoding="utf-8") as f:
         lines = f.read().splitlines()
     merges = []
     for lineno, line in enumerate(lines, start=1):
+        where, parts = f"{os.fspath(merges_path)}, line {lineno}", line.split(" ")
         if not line or (lineno == 1 and line.startswith("#version")):
             continue
-        parts = line.split(" ")
-        where = f"{os.fspath(merges_path)}, line {lineno}"
         if len(parts) != 2:
             raise ValueError(f"{where}: expected two tokens separated by a space, got {line!r}")
         merges.append((to_bytes(parts[0], where), to_bytes(parts[1], where)))
     return vocab, merges
 
-
 class GPT2Tokenizer(BPETokenizer):
     """GPT-2's byte-level BPE: GPT-2 pre-tokenization and the special token `<|endoftext|>` (50256)."""
 
-    def __init__(self, vocab: dict, merges: list, special_tokens=("<|endoftext|>",), pattern=None,
-                 cache_size: int = 100_000):
+    def __init__(self, vocab: dict, merges: list, special_tokens=("<|endoftext|>",), pattern=None, cache_size=100_000):
         super().__init__(vocab, merges, special_tokens, pattern, cache_size)
 
     @classmethod
@@ -451,55 +397,68 @@ class GPT2Tokenizer(BPETokenizer):
         """Id of `<|endoftext|>`."""
         return self.special_tokens["<|endoftext|>"]
 
-# %% ../../modules/07_tokenization/tokenization.py #37
-class _Descending:
-    """Heap key that orders pairs of byte strings from greatest to smallest."""
-    __slots__ = ("key",)
-
-    def __init__(self, key):
-        self.key = key
-
-    def __lt__(self, other):
-        return self.key > other.key
-
-    def __eq__(self, other):
-        return self.key == other.key
-
-
+# %% ../../modules/07_tokenization/tokenization.py #21
 def _count_pretokens(text: str, special_tokens: list, pattern) -> Counter:
     """Frequency of each pre-token, with the text split (and the special tokens dropped) at special tokens."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         text = _fix_surrogates(text)
-    counts = Counter()
-    if special_tokens:
-        alternatives = sorted(special_tokens, key=lambda t: (-len(t), t))
-        chunks = re.split("|".join(map(re.escape, alternatives)), text)
-    else:
-        chunks = [text]
-    for chunk in chunks:
-        counts.update(pattern.findall(chunk))
-    return counts
+    chunks = _special_regex(frozenset(special_tokens)).split(text) if special_tokens else [text]
+    return Counter(piece for chunk in chunks for piece in pattern.findall(chunk))
 
-
-def train_bpe(text: str, vocab_size: int, special_tokens=(), pattern=None):
-    """Learn a byte-level BPE vocabulary of at most `vocab_size` tokens from `text`.
-
-    Returns `(vocab, merges)`: `vocab` a dict id -> bytes (ids 0..255 the bytes, then the special
-    tokens, then one token per merge, ids consecutive) and `merges` the learned `(bytes, bytes)`
-    pairs in order. Each step merges the most frequent pair (frequency-weighted over distinct
-    pre-tokens); a tie goes to the greater pair `(vocab[a], vocab[b])`. Stops early when no pair is left.
-    """
+def _training_start(text, vocab_size, special_tokens, pattern):
+    """Steps 1 and 2: (pre-token counts, the initial vocabulary: 256 bytes, then the special tokens)."""
     special_tokens = _check_special_tokens(special_tokens)
     if vocab_size < 256 + len(special_tokens):
         raise ValueError(f"vocab_size {vocab_size} is smaller than 256 bytes + "
                          f"{len(special_tokens)} special tokens")
-    counts = _count_pretokens(text, special_tokens, _compile_pattern(pattern))
     vocab = {i: bytes([i]) for i in range(256)}
     for special in special_tokens:
         vocab[len(vocab)] = special.encode("utf-8")
-    # hint: steps 3 to 5 above: pair counts, a heap with lazy deletion, and per-pair sets of pre-tokens to update
+    return _count_pretokens(text, special_tokens, _compile_pattern(pattern)), vocab
+
+def train_bpe_simple(text: str, vocab_size: int, special_tokens=(), pattern=None):
+    """Learn a byte-level BPE vocabulary of at most `vocab_size` tokens from `text`, recounting every pair per merge.
+
+    Returns `(vocab, merges)`: `vocab` a dict id -> bytes (ids 0..255 the bytes, then the special
+    tokens, then one token per new byte string, ids consecutive) and `merges` the learned
+    `(bytes, bytes)` pairs in order. Each step merges the most frequent pair (counts weighted by
+    pre-token frequency); a tie goes to the greater `(vocab[a], vocab[b])`. Stops when no pair is left.
+    """
+    counts, vocab = _training_start(text, vocab_size, special_tokens, pattern)
+    # hint: words = [(list(piece.encode("utf-8")), count) ...]; per step a Counter of pairs, max with
+    # key (count, vocab[a], vocab[b]), then merge_pair in every word
+    token_ids = {token: i for i, token in vocab.items()}
+    words = [(list(piece.encode("utf-8")), count) for piece, count in counts.items()]
+    merges = []
+    while len(vocab) < vocab_size:
+        pairs = Counter()
+        for word, count in words:
+            for pair in zip(word, word[1:]):
+                pairs[pair] += count
+        if not pairs:
+            break
+        a, b = max(pairs, key=lambda p: (pairs[p], vocab[p[0]], vocab[p[1]]))
+        merged = vocab[a] + vocab[b]
+        if merged not in token_ids:
+            token_ids[merged] = len(vocab)
+            vocab[len(vocab)] = merged
+        merges.append((vocab[a], vocab[b]))
+        words = [(merge_pair(word, (a, b), token_ids[merged]), count) for word, count in words]
+    return vocab, merges
+
+# %% ../../modules/07_tokenization/tokenization.py #25
+class _Descending:
+    """Heap key that orders pairs of byte strings from greatest to smallest."""
+    __slots__ = ("key",)
+    def __init__(self, key): self.key = key
+    def __lt__(self, other): return self.key > other.key
+    def __eq__(self, other): return self.key == other.key
+
+def train_bpe(text: str, vocab_size: int, special_tokens=(), pattern=None):
+    """`train_bpe_simple`'s result, `(vocab, merges)`, computed with incremental pair counts and a lazy heap."""
+    counts, vocab = _training_start(text, vocab_size, special_tokens, pattern)
     token_ids = {token: i for i, token in vocab.items()}
     words = [list(piece.encode("utf-8")) for piece in counts]
     freqs = list(counts.values())
@@ -513,7 +472,7 @@ def train_bpe(text: str, vocab_size: int, special_tokens=(), pattern=None):
     merges = []
     while len(vocab) < vocab_size:
         while heap and pair_counts.get(heap[0][2]) != -heap[0][0]:
-            heapq.heappop(heap)
+            heapq.heappop(heap)                       # a stale entry: its pair's count has changed
         if not heap:
             break
         a, b = heapq.heappop(heap)[2]
@@ -536,11 +495,10 @@ def train_bpe(text: str, vocab_size: int, special_tokens=(), pattern=None):
                 where[pair].add(w)
             words[w] = new_word
         for pair, change in delta.items():
-            if change:
-                count = pair_counts[pair] + change
-                if count:
-                    pair_counts[pair] = count
-                    heapq.heappush(heap, (-count, _Descending((vocab[pair[0]], vocab[pair[1]])), pair))
-                else:
-                    del pair_counts[pair]
+            count = pair_counts[pair] + change
+            if count:
+                pair_counts[pair] = count
+                heapq.heappush(heap, (-count, _Descending((vocab[pair[0]], vocab[pair[1]])), pair))
+            else:
+                del pair_counts[pair]
     return vocab, merges

@@ -282,8 +282,7 @@ def merge_pair(ids: list, pair: tuple, new_id: int) -> list:
 # %%
 def test_merge_pair():
     assert merge_pair([1, 2, 3, 1, 2], (1, 2), 9) == [9, 3, 9]
-    assert merge_pair([5, 5, 5], (5, 5), 7) == [7, 5]
-    assert merge_pair([5, 5, 5, 5], (5, 5), 7) == [7, 7]
+    assert merge_pair([5, 5, 5], (5, 5), 7) == [7, 5] and merge_pair([5, 5, 5, 5], (5, 5), 7) == [7, 7]
     assert merge_pair([1], (1, 2), 9) == [1] and merge_pair([], (1, 2), 9) == []
 
 # %% [markdown]
@@ -476,8 +475,7 @@ def test_bpe_tokenizer_toy():
     tok = _toy_tokenizer()       # the 256 bytes, then `ab` (merge 0) and `abc` (merge 1)
     assert tok.vocab_size == 258
     assert tok.encode("abcab ab") == [257, 256, 32, 256]
-    assert tok.encode("abab") == [256, 256]
-    assert tok.encode("bca") == [98, 99, 97]
+    assert tok.encode("abab") == [256, 256] and tok.encode("bca") == [98, 99, 97]
     for text in ("abcab ab", "", "é日😀 x", "a\r\nb"):
         assert tok.decode(tok.encode(text)) == text
     assert tok.decode([0xC3]) == "\ufffd"                      # half of "é"
@@ -577,9 +575,11 @@ def _gpt2_files():
 GPT2_FILES = _gpt2_files()
 
 if __name__ == "__main__" and GPT2_FILES:
-    _gpt2 = GPT2Tokenizer.from_files(*GPT2_FILES)
-    _ids = _gpt2.encode("Hello world, it's TinyTorch!")
-    print(_gpt2, _ids, [_gpt2.decode([i]) for i in _ids])
+    try:
+        _gpt2 = GPT2Tokenizer.from_files(*GPT2_FILES)
+        print(_gpt2, [_gpt2.decode([i]) for i in _gpt2.encode("Hello world, it's TinyTorch!")])
+    except NotImplementedError as e:
+        print("skipped until bytes_to_unicode and _bpe are written:", e)
 
 def test_bytes_to_unicode():
     table = bytes_to_unicode()
@@ -654,8 +654,7 @@ def train_bpe_simple(text: str, vocab_size: int, special_tokens=(), pattern=None
     pre-token frequency); a tie goes to the greater `(vocab[a], vocab[b])`. Stops when no pair is left.
     """
     counts, vocab = _training_start(text, vocab_size, special_tokens, pattern)
-    # hint: words = [(list(piece.encode("utf-8")), count) ...]; per step a Counter of pairs, max with
-    # key (count, vocab[a], vocab[b]), then merge_pair in every word
+    # hint: words as (ids, count); per merge a Counter of pairs, max by (count, vocab[a], vocab[b]), merge_pair
     ### BEGIN SOLUTION
     token_ids = {token: i for i, token in vocab.items()}
     words = [(list(piece.encode("utf-8")), count) for piece, count in counts.items()]
@@ -765,10 +764,10 @@ def train_bpe(text: str, vocab_size: int, special_tokens=(), pattern=None):
             words[w] = new_word
         for pair, change in delta.items():
             count = pair_counts[pair] + change
-            if count:
+            if count and change:
                 pair_counts[pair] = count
                 heapq.heappush(heap, (-count, _Descending((vocab[pair[0]], vocab[pair[1]])), pair))
-            else:
+            elif not count:
                 del pair_counts[pair]
     return vocab, merges
 

@@ -569,17 +569,20 @@ if __name__ == "__main__":
         from tito.notebook import in_notebook
         if not in_notebook(): matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        _rope = RotaryEmbedding(64, max_seq_len=64)
-        _q, _k = (Tensor(np.random.default_rng(i).standard_normal((1, 64)), dtype=np.float64) for i in (0, 1))
-        _qs = np.concatenate([_rope(_q, np.array([p])).data for p in range(64)])
-        _ks = np.concatenate([_rope(_k, np.array([p])).data for p in range(64)])
         fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-        for ax, m, title in ((axes[0], _cosine_similarity_matrix(sinusoidal_encoding(64, 64, dtype=np.float64).data),
-                              "sinusoidal: cosine similarity of positions"),
-                             (axes[1], _qs @ _ks.T, "RoPE: score of query at p, key at s")):
-            im = ax.imshow(m, cmap="viridis")
-            ax.set(title=title, xlabel="position s", ylabel="position p")
-            fig.colorbar(im, ax=ax, shrink=0.8)
+        try:
+            _rope = RotaryEmbedding(64, max_seq_len=64)
+            _q, _k = (Tensor(np.random.default_rng(i).standard_normal((1, 64)), dtype=np.float64) for i in (0, 1))
+            _qs = np.concatenate([_rope(_q, np.array([p])).data for p in range(64)])
+            _ks = np.concatenate([_rope(_k, np.array([p])).data for p in range(64)])
+            for ax, m, title in ((axes[0], _cosine_similarity_matrix(sinusoidal_encoding(64, 64, dtype=np.float64).data),
+                                  "sinusoidal: cosine similarity of positions"),
+                                 (axes[1], _qs @ _ks.T, "RoPE: score of query at p, key at s")):
+                im = ax.imshow(m, cmap="viridis")
+                ax.set(title=title, xlabel="position s", ylabel="position p")
+                fig.colorbar(im, ax=ax, shrink=0.8)
+        except NotImplementedError as e:
+            print("skipped until sinusoidal_encoding and RoPE are written:", e)
         fig.tight_layout()
         plt.show() if in_notebook() else plt.close(fig)
 
@@ -588,9 +591,11 @@ if __name__ == "__main__":
     manual_seed(0)
     tokens = Tensor([[3, 1, 4, 1, 5]])
     tok, pos = Embedding(10, 8), PositionalEmbedding(16, 8)
-    x = tok(tokens) + pos(tokens.shape[1])
-    print("token + position vectors:", x.shape)
-    print("RoPE on (batch, heads, T, head_dim):", RotaryEmbedding(8)(Tensor(np.ones((1, 2, 5, 8)))).shape)
+    try:
+        print("token + position vectors:", (tok(tokens) + pos(tokens.shape[1])).shape)
+        print("RoPE on (batch, heads, T, head_dim):", RotaryEmbedding(8)(Tensor(np.ones((1, 2, 5, 8)))).shape)
+    except NotImplementedError as e:
+        print("skipped until the stubs above are written:", e)
 
 # %% [markdown]
 # ## Summary

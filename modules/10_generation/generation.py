@@ -237,10 +237,13 @@ if __name__ == "__main__":
         _settings = [dict(), dict(temperature=0.5), dict(temperature=2.0), dict(top_k=3), dict(top_p=0.9),
                      dict(temperature=2.0, top_p=0.9)]
         fig, axes = plt.subplots(2, 3, figsize=(11, 5.5), sharey=True)
-        for ax, kw in zip(axes.flat, _settings):
-            ax.bar(np.arange(len(_logits)), sampling_probs(_logits, **kw), color="tab:blue")
-            ax.set(title=", ".join(f"{k}={v}" for k, v in kw.items()) or "temperature=1.0 (plain softmax)",
-                   xlabel="token id", xticks=np.arange(len(_logits)))
+        try:
+            for ax, kw in zip(axes.flat, _settings):
+                ax.bar(np.arange(len(_logits)), sampling_probs(_logits, **kw), color="tab:blue")
+                ax.set(title=", ".join(f"{k}={v}" for k, v in kw.items()) or "temperature=1.0 (plain softmax)",
+                       xlabel="token id", xticks=np.arange(len(_logits)))
+        except NotImplementedError as e:
+            print("skipped until sampling_probs is written:", e)
         for ax in axes[:, 0]: ax.set_ylabel("probability")
         fig.tight_layout()
         plt.show() if in_notebook() else plt.close(fig)
@@ -493,14 +496,14 @@ if __name__ == "__main__":
 # %%
 if __name__ == "__main__":
     import time
-    _logits = np.array([2.0, 1.0, 0.5, 0.0, -1.0])
-    for _kw in (dict(), dict(temperature=0.5), dict(top_k=2), dict(top_p=0.8), dict(temperature=0)):
-        print(f"{str(_kw):22} {np.round(sampling_probs(_logits, **_kw), 3)}")
     _model = _tiny_lm(max_seq_len=256)
-    for _cache in (True, False):
-        _t0 = time.perf_counter()
-        generate(_model, [1], 200, temperature=0, use_cache=_cache)
-        print(f"200 tokens {'with' if _cache else 'without'} the KV cache: {time.perf_counter() - _t0:.2f} s")
+    try:
+        for _cache in (True, False):
+            _t0 = time.perf_counter()
+            generate(_model, [1], 200, temperature=0, use_cache=_cache)
+            print(f"200 tokens {'with' if _cache else 'without'} the KV cache: {time.perf_counter() - _t0:.2f} s")
+    except NotImplementedError as e:
+        print("skipped until the stubs above are written:", e)
 
 # %% [markdown]
 # ## Experiments to try

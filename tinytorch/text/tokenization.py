@@ -427,8 +427,7 @@ def train_bpe_simple(text: str, vocab_size: int, special_tokens=(), pattern=None
     pre-token frequency); a tie goes to the greater `(vocab[a], vocab[b])`. Stops when no pair is left.
     """
     counts, vocab = _training_start(text, vocab_size, special_tokens, pattern)
-    # hint: words = [(list(piece.encode("utf-8")), count) ...]; per step a Counter of pairs, max with
-    # key (count, vocab[a], vocab[b]), then merge_pair in every word
+    # hint: words as (ids, count); per merge a Counter of pairs, max by (count, vocab[a], vocab[b]), merge_pair
     token_ids = {token: i for i, token in vocab.items()}
     words = [(list(piece.encode("utf-8")), count) for piece, count in counts.items()]
     merges = []
@@ -496,9 +495,9 @@ def train_bpe(text: str, vocab_size: int, special_tokens=(), pattern=None):
             words[w] = new_word
         for pair, change in delta.items():
             count = pair_counts[pair] + change
-            if count:
+            if count and change:
                 pair_counts[pair] = count
                 heapq.heappush(heap, (-count, _Descending((vocab[pair[0]], vocab[pair[1]])), pair))
-            else:
+            elif not count:
                 del pair_counts[pair]
     return vocab, merges

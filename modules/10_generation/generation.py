@@ -207,7 +207,8 @@ def test_sampling_is_reproducible_and_batched():
 
 def test_draws_follow_the_distribution():
     probs = np.array([0.5, 0.0, 0.3, 0.2])
-    draws = sample_next_token(np.tile(np.log(probs + 1e-300), (20000, 1)), rng=np.random.default_rng(0))
+    logits = np.log(probs, where=probs > 0, out=np.full(4, -np.inf))              # -inf: probability exactly 0
+    draws = sample_next_token(np.tile(logits, (20000, 1)), rng=np.random.default_rng(0))
     freq = np.bincount(draws, minlength=4) / len(draws)
     assert freq[1] == 0
     assert_close(freq, probs, rtol=0, atol=0.015, name="frequency of each token over 20000 draws")

@@ -13,7 +13,7 @@
 
 # %% [markdown]
 # # 16 Checkpoints
-# > What a training run leaves behind: checkpoint files that load safely, the exact loss, the loss curve, and a whole run in one call.
+# > What a training run leaves behind: checkpoints that load safely, the exact loss, the loss curve, a whole run in one call.
 #
 # Module 15's `Trainer` trains and writes `ckpt.npz`. A run is more than that loop: someone
 # must read the checkpoint back (to sample, to resume, to export), judge the model by a
@@ -316,8 +316,9 @@ def test_bad_entries_are_named(tmp_path):
     for change, message in cases:
         with pytest.raises(CheckpointError, match=message):
             check_checkpoint(broken(change))
-    vocab, held = len(good["tokenizer"]["chars"]), sum(a.size for a in good["model"].values()) - 16 * len(good["tokenizer"]["chars"])
-    declared = 256 * vocab + 16 * 256 + 12 * 256 ** 2 + 3 * 256          # tokens, positions, one block, three norms
+    vocab = len(good["tokenizer"]["chars"])
+    held = sum(a.size for a in good["model"].values()) - 16 * vocab           # the tied head counted once
+    declared = 256 * vocab + 16 * 256 + 12 * 256 ** 2 + 3 * 256              # tokens, positions, one block, three norms
     with pytest.raises(CheckpointError, match=f"declares {declared:,} parameters, the file holds {held:,}"):
         model_from_checkpoint(broken(lambda c: c["config"].update(embed_dim=256)))
 
@@ -335,9 +336,9 @@ if __name__ == "__main__":
 # - **One run per folder.** `run_folder_lock` holds an exclusive lock on `out_dir/.lock` (with
 #   the owner's process id in it) for the whole run; a second run into the same folder fails
 #   at once with a `RunFolderError` instead of interleaving checkpoints.
-# - **No debris.** Every file is written to a hidden `.name.tmp` and renamed, so a killed run
-#   leaves at most a temporary file; `remove_stale_temporary_files` deletes those when the
-#   next run takes the lock.
+# - **No debris.** Every file is written to a hidden temporary file (`.ckpt.npz.<random>.tmp`)
+#   and renamed, so a killed run leaves at most such a file; `remove_stale_temporary_files`
+#   deletes those when the next run takes the lock.
 # - **A resumed run is the same run.** With `resume=`, the configuration and tokenizer come
 #   from the checkpoint, the corpus must be the same text (its SHA-256 is compared), and
 #   `resume_config` allows only `RESUMABLE_FIELDS` to change: a longer `max_iters`, other

@@ -305,7 +305,7 @@ def test_erf_gradient():
 #| export
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
-_GELU_K = 0.044715
+_GELU_C = 0.044715
 
 
 def check_approximate(approximate):
@@ -324,7 +324,7 @@ def gelu(x, approximate="none"):
     ### BEGIN SOLUTION
     if approximate == "none":
         return 0.5 * x * (1.0 + erf(x * _INV_SQRT_2))
-    u = _SQRT_2_OVER_PI * (x + _GELU_K * x * x * x)
+    u = _SQRT_2_OVER_PI * (x + _GELU_C * x * x * x)
     return 0.5 * x * (1.0 + u.tanh())
     ### END SOLUTION
 
@@ -400,7 +400,8 @@ def softmax(x, axis=-1, *, dim=None):
     """exp(x) / sum(exp(x)) along `axis` (or `dim`), computed stably.
 
     Returns e / e.sum(axis, keepdims=True) with e = exp(x - m), m the maximum along the axis
-    taken from x.detach(); a row of only -inf gives NaN without a NumPy warning."""
+    taken from x.detach(); a row of only -inf gives NaN, without a NumPy warning inside
+    `np.errstate(invalid="ignore")`."""
     float_data(x, "softmax")
     axis = softmax_axis(x, axis, dim, "softmax")
     ### BEGIN SOLUTION

@@ -136,7 +136,9 @@ def cross_entropy(logits, targets, ignore_index=-100, reduction="mean", label_sm
 
     Per row: -log_softmax(x)[t], or with label smoothing eps (1 - eps) * that + eps * (-mean of
     log_softmax(x)); ignored rows give 0. Returns the per-row losses (shape of the targets) for
-    'none', their sum for 'sum', their sum / number of counted rows for 'mean' (NaN if none)."""
+    'none', their sum for 'sum', their sum / number of counted rows for 'mean' (NaN if none).
+    `t` are the flat target ids, `valid` the mask of counted rows (None: all count, else zero the
+    others with `where`), `n_valid` their number."""
     t, valid, n_valid = check_cross_entropy(logits, targets, ignore_index, reduction, label_smoothing)
     ### BEGIN SOLUTION
     C = logits.shape[-1]

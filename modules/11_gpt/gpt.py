@@ -394,7 +394,7 @@ GPT2_PRESETS = ("gpt2_small", "gpt2_medium", "gpt2_large", "gpt2_xl")
 # crops the context instead, `forward` never truncates silently).
 #
 # With `targets` (same shape as `tokens`, the next token at each position) `forward`
-# returns `(logits, loss)`, the loss being module 05's fused `cross_entropy` averaged over all
+# returns `(logits, loss)`, the loss being module 05's `cross_entropy` averaged over all
 # positions (`ignore_index` targets excluded).
 
 # %%

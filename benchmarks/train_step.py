@@ -140,11 +140,9 @@ def main(argv=None):
                 times["pytorch alone"] = alone
             rows = []
             for run, t in times.items():
-                rows.append([run, t["train"].median * 1e3,
-                             None if ref is None else ratio_cell(t["train"].median, ref["train"].median, checks["train"]),
-                             t["forward"].median * 1e3,
-                             None if ref is None else ratio_cell(t["forward"].median, ref["forward"].median,
-                                                                 checks["forward"])])
+                ratios = {k: None if ref is None else ratio_cell(t[k].median, ref[k].median, checks[k]) for k in KINDS}
+                rows.append([run, t["train"].median * 1e3, ratios["train"], t["forward"].median * 1e3,
+                             ratios["forward"]])
             print_table(["run", "train step ms", "ratio", "forward ms", "ratio"], rows,
                         title=f"Config {name}: {cfg} (ratio: time / PyTorch's beside it)")
             if checks:

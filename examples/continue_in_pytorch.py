@@ -186,8 +186,9 @@ def train(args, rank, world, device, say):
                              f"{cfg.vocab_size}: the data was not tokenized for this model")
     say(f"{model_dir}: GPT-2 with {sum(p.numel() for p in model.parameters()):,} parameters ({cfg.n_layer} layers, "
         f"{cfg.n_head} heads, width {cfg.n_embd}); {len(train_data):,} train and {len(val_data):,} val tokens")
-    say(f"{world} process(es) on {device.type} ({'NCCL' if device.type == 'cuda' and world > 1 else 'gloo' if world > 1 else 'no'} "
-        f"all-reduce), {per_process} sequences x {args.grad_accum_steps} micro-batches each per step, context {T}")
+    backend = "no" if world == 1 else "NCCL" if device.type == "cuda" else "gloo"
+    say(f"{world} process(es) on {device.type} ({backend} all-reduce), {per_process} sequences x "
+        f"{args.grad_accum_steps} micro-batches each per step, context {T}")
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
     params = [p for p in model.parameters() if p.requires_grad]

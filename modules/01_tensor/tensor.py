@@ -57,7 +57,6 @@ import numpy as np
 #| export
 DEFAULT_DTYPE = np.dtype(np.float32)
 
-
 def _as_array(data, dtype=None):
     "Convert `data` to a NumPy array: floats become float32 unless `dtype` says otherwise."
     if isinstance(data, Tensor):
@@ -69,7 +68,6 @@ def _as_array(data, dtype=None):
     if dtype is None and arr.dtype.kind == "f" and arr.dtype != DEFAULT_DTYPE:
         arr = arr.astype(DEFAULT_DTYPE)
     return arr
-
 
 class Tensor:
     "An n-dimensional array that can record the operations applied to it."
@@ -152,7 +150,6 @@ class Tensor:
         elif self._requires_grad: extra += ", requires_grad=True"
         return f"tensor({body}{extra})"
 
-
 def _wrap(data):
     "Fast path: a leaf Tensor around an existing array (no copy, no conversion)."
     t = Tensor.__new__(Tensor)
@@ -191,7 +188,6 @@ class _GradMode(threading.local):
 
 grad_mode = _GradMode()
 
-
 class _Autograd:
     "Hooks filled in by `tinytorch.core.autograd`: the derivative table and the engine."
     backward = None
@@ -199,14 +195,12 @@ class _Autograd:
 AUTOGRAD = _Autograd()
 DERIVATIVES = {}    # op name -> rule(grad, *saved) returning one gradient per input
 
-
 class Node:
     "How a tensor was made: op name, derivative rule, input tensors, values saved for backward."
     __slots__ = ("op", "rule", "inputs", "saved")
 
     def __init__(self, op, rule, inputs, saved):
         self.op, self.rule, self.inputs, self.saved = op, rule, inputs, saved
-
 
 def record(op, data, inputs, saved=()):
     "Wrap `data` as the output of `op`; remember the op if any input needs a gradient."
@@ -292,12 +286,10 @@ def test_record_keeps_a_node_only_when_an_input_requires_grad():
 #| export
 KERNELS = {}    # name -> fast kernel registered for the replaceable textbook function of that name
 
-
 def register_kernel(name, kernel):
     "Run `kernel` instead of the replaceable textbook function `name` (None: back to the textbook version)."
     if kernel is None: KERNELS.pop(name, None)
     else: KERNELS[name] = kernel
-
 
 def replaceable(name):
     "Decorator: a textbook function that a kernel registered under `name` replaces (package functions only)."
@@ -423,7 +415,6 @@ def _tensor_operand(x):
     if isinstance(x, np.ndarray): return Tensor(x, dtype=x.dtype)
     raise TypeError(f"unsupported operand of type {type(x).__name__}; expected a Tensor or a number")
 
-
 def add(a, b):
     """`a + b`, broadcast. A number `b` (after `_py`): `record("add_scalar", a.data + b, (a,))`.
     Otherwise `b = _tensor_operand(b)` and `record("add", _binary("add", np.add, a, b), (a, b))`. Nothing saved."""
@@ -540,7 +531,6 @@ def test_arithmetic_records():
     assert mul(Tensor([1.0, 2.0]), 0.5).dtype == np.float32     # a Python float does not promote to float64
 
 def test_broadcast_error_names_op_and_shapes():
-    import pytest
     with pytest.raises(ValueError, match=r"mul: shapes \(2, 3\) and \(4,\) cannot be broadcast"):
         mul(Tensor(np.ones((2, 3))), Tensor(np.ones(4)))
 
@@ -678,7 +668,6 @@ def _axis(ndim, axis, dim):
 def _keep(keepdims, keepdim):
     return keepdims or bool(keepdim)
 
-
 def sum(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
     """Sum over `axis` (int, tuple, None = all; `dim`/`keepdim` are PyTorch's names). With
     `axes = _axis(a.ndim, axis, dim)` (a sorted tuple) and `keep = _keep(keepdims, keepdim)` (a bool):
@@ -744,7 +733,6 @@ def test_reduction_records():
         check_record(var(x, axis=2, correction=0), "var", (x,), X.var(2), centered=c, axes=(2,), keepdims=False, denom=4)
 
 def test_reduction_axis_errors():
-    import pytest
     with pytest.raises(ValueError, match="axis 3 is out of range for a tensor with 2 dimensions"):
         sum(Tensor(np.ones((2, 2))), axis=3)
     with pytest.raises(TypeError, match="either axis= or dim="):
@@ -790,7 +778,6 @@ def test_matmul_records():
             check_record(matmul(a, b), "matmul", (a, b), a.data @ b.data, a=a.data, b=b.data)
 
 def test_matmul_errors():
-    import pytest
     with pytest.raises(ValueError, match=r"matmul: shapes \(3, 4\) and \(5, 6\) do not match"):
         matmul(Tensor(np.ones((3, 4))), Tensor(np.ones((5, 6))))
 
@@ -901,7 +888,6 @@ def test_shape_records():
         check_record(broadcast_to(y, -1, 5), "expand", (y,), np.broadcast_to(Y, (3, 5)))
 
 def test_shape_errors():
-    import pytest
     with pytest.raises(ValueError, match=r"cannot reshape a tensor of shape \(2, 3\) \(6 elements\) into \(4, 2\)"):
         reshape(Tensor(np.ones((2, 3))), 4, 2)
     with pytest.raises(ValueError, match=r"expand: cannot expand shape \(3, 2\) to \(3, 4\)"):
@@ -1068,7 +1054,6 @@ def test_join_and_select_records():
         assert [p.shape for p in split(Tensor(np.arange(10.0)), 4)] == [(4,), (4,), (2,)]
 
 def test_join_errors():
-    import pytest
     with pytest.raises(ValueError, match=r"cat: shapes \[\(2, 3\), \(3, 2\)\] cannot be joined along axis 0"):
         cat([Tensor(np.ones((2, 3))), Tensor(np.ones((3, 2)))])
     with pytest.raises(ValueError, match="stack: all tensors must have the same shape"):

@@ -19,7 +19,6 @@ import numpy as np
 # %% ../../modules/01_tensor/tensor.py #4
 DEFAULT_DTYPE = np.dtype(np.float32)
 
-
 def _as_array(data, dtype=None):
     "Convert `data` to a NumPy array: floats become float32 unless `dtype` says otherwise."
     if isinstance(data, Tensor):
@@ -31,7 +30,6 @@ def _as_array(data, dtype=None):
     if dtype is None and arr.dtype.kind == "f" and arr.dtype != DEFAULT_DTYPE:
         arr = arr.astype(DEFAULT_DTYPE)
     return arr
-
 
 class Tensor:
     "An n-dimensional array that can record the operations applied to it."
@@ -114,7 +112,6 @@ class Tensor:
         elif self._requires_grad: extra += ", requires_grad=True"
         return f"tensor({body}{extra})"
 
-
 def _wrap(data):
     "Fast path: a leaf Tensor around an existing array (no copy, no conversion)."
     t = Tensor.__new__(Tensor)
@@ -128,7 +125,6 @@ class _GradMode(threading.local):
 
 grad_mode = _GradMode()
 
-
 class _Autograd:
     "Hooks filled in by `tinytorch.core.autograd`: the derivative table and the engine."
     backward = None
@@ -136,14 +132,12 @@ class _Autograd:
 AUTOGRAD = _Autograd()
 DERIVATIVES = {}    # op name -> rule(grad, *saved) returning one gradient per input
 
-
 class Node:
     "How a tensor was made: op name, derivative rule, input tensors, values saved for backward."
     __slots__ = ("op", "rule", "inputs", "saved")
 
     def __init__(self, op, rule, inputs, saved):
         self.op, self.rule, self.inputs, self.saved = op, rule, inputs, saved
-
 
 def record(op, data, inputs, saved=()):
     "Wrap `data` as the output of `op`; remember the op if any input needs a gradient."
@@ -164,12 +158,10 @@ def record(op, data, inputs, saved=()):
 # %% ../../modules/01_tensor/tensor.py #9
 KERNELS = {}    # name -> fast kernel registered for the replaceable textbook function of that name
 
-
 def register_kernel(name, kernel):
     "Run `kernel` instead of the replaceable textbook function `name` (None: back to the textbook version)."
     if kernel is None: KERNELS.pop(name, None)
     else: KERNELS[name] = kernel
-
 
 def replaceable(name):
     "Decorator: a textbook function that a kernel registered under `name` replaces (package functions only)."
@@ -272,7 +264,6 @@ def _tensor_operand(x):
     if isinstance(x, Tensor): return x
     if isinstance(x, np.ndarray): return Tensor(x, dtype=x.dtype)
     raise TypeError(f"unsupported operand of type {type(x).__name__}; expected a Tensor or a number")
-
 
 def add(a, b):
     """`a + b`, broadcast. A number `b` (after `_py`): `record("add_scalar", a.data + b, (a,))`.
@@ -420,7 +411,6 @@ def _axis(ndim, axis, dim):
 
 def _keep(keepdims, keepdim):
     return keepdims or bool(keepdim)
-
 
 def sum(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
     """Sum over `axis` (int, tuple, None = all; `dim`/`keepdim` are PyTorch's names). With

@@ -327,3 +327,35 @@ def test_status_never_counts_a_module_whose_package_code_changed_untested(cli, i
     r = cli("module", "status")
     assert "Completed 1 of 2 modules." in r.output and "not re-checked" not in r.output
     assert "Next: finish workspace/01_tensor/tensor.py, then tito module complete 1" in r.output
+
+
+# ------------------------------- module 1's tests check the contract module 2 relies on ----
+NATURAL_MUL = 'return record("mul", _binary("mul", np.multiply, a, b), (a, b))'
+CONTRACT_MUL = 'return record("mul", _binary("mul", np.multiply, a, b), (a, b), (a.data, b.data))'
+
+
+def test_wrong_saved_values_fail_in_module_1(tmp_path, monkeypatch, cli, capfd):
+    """A learner's `record("mul", data, (a, b))` without the saved arrays fails module 1's own tests,
+    naming the op and what module 2's rule needs; the reference solution passes them."""
+    root = tmp_path / "real"
+    (root / "modules").mkdir(parents=True)
+    for f in ("settings.ini", "pyproject.toml", "conftest.py", "jupytext.toml"):
+        shutil.copy(ROOT / f, root / f)
+    shutil.copytree(ROOT / "modules" / "01_tensor", root / "modules" / "01_tensor")
+    shutil.copytree(ROOT / "tinytorch", root / "tinytorch", ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("PYTHONPATH", f"{root}{os.pathsep}{ROOT}")   # the notebooks import tito.notebook
+    reference = (root / "modules" / "01_tensor" / "tensor.py").read_text()
+    assert reference.count(CONTRACT_MUL) == 1
+    assert cli("module", "start", "1").exit_code == 0
+    ws = root / "workspace" / "01_tensor" / "tensor.py"
+    ws.write_text(reference.replace(CONTRACT_MUL, NATURAL_MUL))
+    capfd.readouterr()
+    r = cli("module", "test", "1", "-k", "records")
+    out = capfd.readouterr().out
+    assert r.exit_code == 1
+    assert "FAILED workspace/01_tensor/tensor.py::test_arithmetic_records" in out
+    assert "mul: saved (); module 02's rule needs (a, b)" in out
+    assert re.search(r"1 failed, \d+ passed", out)
+    ws.write_text(reference)
+    assert cli("module", "test", "1", "-k", "records").exit_code == 0

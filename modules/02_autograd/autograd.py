@@ -90,49 +90,57 @@ def test_unbroadcast():
 # %%
 #| export
 @derivative("add")
-def _add(g): 
+def _add(g):
+    "add: `(g, g)`, one gradient per input, each of the output's shape (the engine unbroadcasts)."
     ### BEGIN SOLUTION
     return g, g
     ### END SOLUTION
 
 @derivative("sub")
 def _sub(g):
+    "sub: `(g, -g)`."
     ### BEGIN SOLUTION
     return g, -g
     ### END SOLUTION
 
 @derivative("add_scalar")
 def _add_scalar(g):
+    "add_scalar (`x + c` and `x - c`): `(g,)`; the constant gets no gradient."
     ### BEGIN SOLUTION
     return (g,)
     ### END SOLUTION
 
 @derivative("rsub_scalar")
 def _rsub_scalar(g):
+    "rsub_scalar (`c - x`): `(-g,)`."
     ### BEGIN SOLUTION
     return (-g,)
     ### END SOLUTION
 
 @derivative("neg")
 def _neg(g):
+    "neg: `(-g,)`."
     ### BEGIN SOLUTION
     return (-g,)
     ### END SOLUTION
 
 @derivative("mul")
 def _mul(g, a, b):
+    "mul saved `(a, b)`, the factors' arrays: `(g * b, g * a)`."
     ### BEGIN SOLUTION
     return g * b, g * a
     ### END SOLUTION
 
 @derivative("mul_scalar")
 def _mul_scalar(g, s):
+    "mul_scalar saved `(s,)`, the number: `(g * s,)`."
     ### BEGIN SOLUTION
     return (g * s,)
     ### END SOLUTION
 
 @derivative("div")
 def _div(g, a, b):
+    "div saved `(a, b)`: `(g / b, -g * a / b**2)`."
     ### BEGIN SOLUTION
     gb = g / b
     return gb, -gb * a / b
@@ -140,18 +148,21 @@ def _div(g, a, b):
 
 @derivative("div_scalar")
 def _div_scalar(g, s):
+    "div_scalar saved `(s,)`: `(g / s,)`."
     ### BEGIN SOLUTION
     return (g / s,)
     ### END SOLUTION
 
 @derivative("rdiv_scalar")
 def _rdiv_scalar(g, a, s):
+    "rdiv_scalar (`s / a`) saved `(a, s)`: `(-g * s / a**2,)`."
     ### BEGIN SOLUTION
     return (-g * s / (a * a),)
     ### END SOLUTION
 
 @derivative("pow_scalar")
 def _pow_scalar(g, a, n):
+    "pow_scalar saved `(a, n)`: `(g * n * a**(n - 1),)`, and zeros for n = 0 (also at a = 0, as PyTorch)."
     ### BEGIN SOLUTION
     if n == 0: return (np.zeros_like(g),)
     if n == 2: return (g * (a + a),)
@@ -160,6 +171,7 @@ def _pow_scalar(g, a, n):
 
 @derivative("pow")
 def _pow(g, a, b, out):
+    "pow saved `(a, b, out)`: `g * b * a**(b-1)` (0 where b = 0), `g * out * log(a)` (0 where a = 0 <= b)."
     ### BEGIN SOLUTION
     with np.errstate(divide="ignore", invalid="ignore"):
         ga = g * np.where(b == 0, 0.0, b * np.power(a, b - 1))
@@ -169,6 +181,7 @@ def _pow(g, a, b, out):
 
 @derivative("rpow_scalar")
 def _rpow_scalar(g, out, log_base):
+    "rpow_scalar (`c ** a`) saved `(out, log_base)`: `(g * out * log_base,)`; base 0: -g*out where out = inf, else 0."
     ### BEGIN SOLUTION
     if log_base == -np.inf: return (g * np.where(np.isinf(out), -out, 0 * out),)    # base 0: PyTorch's limits
     return (g * out * log_base,)
@@ -187,48 +200,56 @@ def _rpow_scalar(g, out, log_base):
 #| export
 @derivative("exp")
 def _exp(g, out):
+    "exp saved `(out,)`: `(g * out,)`."
     ### BEGIN SOLUTION
     return (g * out,)
     ### END SOLUTION
 
 @derivative("log")
 def _log(g, a):
+    "log saved `(a,)`: `(g / a,)`."
     ### BEGIN SOLUTION
     return (g / a,)
     ### END SOLUTION
 
 @derivative("sqrt")
 def _sqrt(g, out):
+    "sqrt saved `(out,)`: `(g / (2 * out),)`."
     ### BEGIN SOLUTION
     return (g / (out + out),)
     ### END SOLUTION
 
 @derivative("tanh")
 def _tanh(g, out):
+    "tanh saved `(out,)`: `(g * (1 - out**2),)`."
     ### BEGIN SOLUTION
     return (g * (1 - out * out),)
     ### END SOLUTION
 
 @derivative("sigmoid")
 def _sigmoid(g, out):
+    "sigmoid saved `(out,)`: `(g * out * (1 - out),)`."
     ### BEGIN SOLUTION
     return (g * out * (1 - out),)
     ### END SOLUTION
 
 @derivative("relu")
 def _relu(g, a):
+    "relu saved `(a,)`: g where a > 0, else 0 (0 at a = 0, as PyTorch)."
     ### BEGIN SOLUTION
     return (g * (a > 0),)
     ### END SOLUTION
 
 @derivative("abs")
 def _abs(g, a):
+    "abs saved `(a,)`: `(g * sign(a),)`, 0 at a = 0."
     ### BEGIN SOLUTION
     return (g * np.sign(a),)
     ### END SOLUTION
 
 @derivative("maximum")
 def _maximum(g, a, b):
+    "maximum saved `(a, b)`: g to the larger input, 0 to the other; at a tie g / 2 to each."
     ### BEGIN SOLUTION
     tie = np.where(a == b, g * 0.5, 0)
     return np.where(a > b, g, tie), np.where(b > a, g, tie)
@@ -236,6 +257,7 @@ def _maximum(g, a, b):
 
 @derivative("minimum")
 def _minimum(g, a, b):
+    "minimum saved `(a, b)`: g to the smaller input, 0 to the other; at a tie g / 2 to each."
     ### BEGIN SOLUTION
     tie = np.where(a == b, g * 0.5, 0)
     return np.where(a < b, g, tie), np.where(b < a, g, tie)
@@ -243,6 +265,7 @@ def _minimum(g, a, b):
 
 @derivative("clip")
 def _clip(g, a, lo, hi):
+    "clip saved `(a, min, max)` (a bound may be None): g where min <= a <= max, else 0."
     ### BEGIN SOLUTION
     inside = np.ones(a.shape, dtype=bool)
     if lo is not None: inside &= a >= lo
@@ -267,12 +290,14 @@ def _restore_axes(g, axes, keepdims):
 
 @derivative("sum")
 def _sum(g, shape, axes, keepdims):
+    "sum saved `(shape, axes, keepdims)`: g copied to every summed element, in the input's `shape`."
     ### BEGIN SOLUTION
     return (np.broadcast_to(_restore_axes(g, axes, keepdims), shape),)
     ### END SOLUTION
 
 @derivative("mean")
 def _mean(g, shape, axes, keepdims):
+    "mean saved `(shape, axes, keepdims)`: as `sum`, divided by the number of averaged elements."
     ### BEGIN SOLUTION
     count = int(np.prod([shape[i] for i in axes]))
     return (np.broadcast_to(_restore_axes(g, axes, keepdims) / count, shape),)
@@ -281,6 +306,7 @@ def _mean(g, shape, axes, keepdims):
 @derivative("max")
 @derivative("min")
 def _extremum(g, a, out, axes, keepdims):
+    "max/min saved `(a, out with keepdims, axes, keepdims)`: g to the elements equal to out, shared evenly among ties."
     ### BEGIN SOLUTION
     hit = a == out
     share = _restore_axes(g, axes, keepdims) / hit.sum(axis=axes, keepdims=True, dtype=g.dtype)
@@ -289,6 +315,7 @@ def _extremum(g, a, out, axes, keepdims):
 
 @derivative("var")
 def _var(g, centered, axes, keepdims, denom):
+    "var saved `(centered, axes, keepdims, n - correction)`: `(g * 2 * centered / denom,)`, g's axes restored."
     ### BEGIN SOLUTION
     return (_restore_axes(g, axes, keepdims) * centered * (2.0 / denom),)
     ### END SOLUTION
@@ -305,6 +332,7 @@ def _var(g, centered, axes, keepdims, denom):
 #| export
 @derivative("matmul")
 def _matmul(g, a, b):
+    "matmul saved `(a, b)`: `g @ bᵀ` and `aᵀ @ g` on the last two axes, in a's and b's shapes."
     ### BEGIN SOLUTION
     a2 = a[None, :] if a.ndim == 1 else a
     b2 = b[:, None] if b.ndim == 1 else b
@@ -329,30 +357,35 @@ def _matmul(g, a, b):
 #| export
 @derivative("reshape")
 def _reshape(g, shape):
+    "reshape saved `(input shape,)`: `(g.reshape(shape),)`."
     ### BEGIN SOLUTION
     return (g.reshape(shape),)
     ### END SOLUTION
 
 @derivative("permute")
 def _permute(g, dims):
+    "permute saved `(dims,)`: g permuted back by the inverse permutation."
     ### BEGIN SOLUTION
     return (g.transpose(sorted(range(len(dims)), key=dims.__getitem__)),)
     ### END SOLUTION
 
 @derivative("transpose")
 def _transpose(g, d0, d1):
+    "transpose saved `(d0, d1)`: g with the same two axes swapped back."
     ### BEGIN SOLUTION
     return (g.swapaxes(d0, d1),)     # a swap is its own inverse
     ### END SOLUTION
 
 @derivative("expand")
 def _expand(g):
+    "expand saved nothing: `(g,)`; the engine's unbroadcast sums it to the input's shape."
     ### BEGIN SOLUTION
     return (g,)      # the engine's unbroadcast sums over the expanded axes
     ### END SOLUTION
 
 @derivative("getitem")
 def _getitem(g, shape, idx, basic):
+    "getitem saved `(input shape, idx, basic)`: zeros of that shape, g at idx; repeated indices add up (`np.add.at`)."
     ### BEGIN SOLUTION
     full = np.zeros(shape, dtype=g.dtype)
     if basic or (isinstance(idx, np.ndarray) and idx.dtype == np.bool_):
@@ -364,24 +397,28 @@ def _getitem(g, shape, idx, basic):
 
 @derivative("cat")
 def _cat(g, axis, sizes):
+    "cat saved `(axis, sizes)`: g cut along axis into pieces of those sizes, one per input."
     ### BEGIN SOLUTION
     return tuple(np.split(g, np.cumsum(sizes)[:-1], axis=axis))
     ### END SOLUTION
 
 @derivative("stack")
 def _stack(g, axis):
+    "stack saved `(axis,)`: the slices of g along axis, one per input."
     ### BEGIN SOLUTION
     return tuple(np.moveaxis(g, axis, 0))
     ### END SOLUTION
 
 @derivative("where")
 def _where(g, cond):
+    "where saved `(cond,)`: g where cond (for a), g where not cond (for b), 0 elsewhere."
     ### BEGIN SOLUTION
     return np.where(cond, g, 0), np.where(cond, 0, g)
     ### END SOLUTION
 
 @derivative("masked_fill")
 def _masked_fill(g, mask):
+    "masked_fill saved `(mask,)`: g where mask is false, 0 where the value was filled in."
     ### BEGIN SOLUTION
     return (np.where(mask, 0, g),)
     ### END SOLUTION
@@ -604,10 +641,10 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, 
             idx = np.unravel_index(i, t.shape)
             excess = np.abs(a[idx] - numeric) - (atol + rtol * np.abs(numeric))
             if np.isnan(excess): excess = np.inf          # a NaN on either side is a mismatch
-            if excess > worst[0]: worst = (excess, (k, idx, a[idx], numeric))
+            if excess > worst[0]: worst = (excess, (k, idx, orig, a[idx], numeric))
     if worst[1] is not None and worst[0] > 0:
-        k, idx, an, nu = worst[1]
-        msg = (f"gradcheck failed for input {k} at index {tuple(int(i) for i in idx)}: analytic {an:.10g}, "
+        k, idx, x, an, nu = worst[1]
+        msg = (f"gradcheck failed for input {k} at index {tuple(int(i) for i in idx)} (value {x:.10g}): analytic {an:.10g}, "
                f"numeric {nu:.10g}, |difference| {abs(an - nu):.3g} > atol + rtol*|numeric| = {atol + rtol * abs(nu):.3g}")
         if raise_exception: raise GradcheckError(msg)
         return False

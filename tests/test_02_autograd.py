@@ -820,3 +820,52 @@ def test_public_imports():
                  "zeros", "ones", "randn", "rand", "arange"):
         assert hasattr(tinytorch, name), name
     assert (PublicTensor([1.0], requires_grad=True) * 2).sum()._node is not None   # autograd is loaded
+
+
+# ---------------------------------------------------------------------------------------------
+# Moved from the notebook: tests of the given code (gradcheck, backward's checks, no_grad) and the long chain
+
+def test_gradcheck_catches_a_wrong_rule():
+    saved = DERIVATIVES["tanh"]
+    try:
+        DERIVATIVES["tanh"] = lambda g, out: (g * (1 - out),)       # a plausible mistake
+        with pytest.raises(GradcheckError, match="gradcheck failed for input 0 at index"):
+            gradcheck(T.tanh, [Tensor(np.random.default_rng(3).standard_normal(3), dtype=np.float64)])
+    finally:
+        DERIVATIVES["tanh"] = saved
+
+
+def test_backward_error_messages():
+    with pytest.raises(RuntimeError, match=r"needs a scalar output; this tensor has shape \(2,\)"):
+        (Tensor([1.0, 2.0], requires_grad=True) * 2).backward()
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        Tensor([1.0]).sum().backward()
+    with pytest.raises(ValueError, match=r"gradient has shape \(3,\) but the output has shape \(2,\)"):
+        (Tensor([1.0, 2.0], requires_grad=True) * 2).backward(np.ones(3))
+
+
+def test_no_grad_records_nothing():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    with no_grad():
+        y = x * 2
+        assert not is_grad_enabled()
+        with enable_grad():
+            z = x * 2
+    assert y._node is None and not y.requires_grad and z._node is not None and is_grad_enabled()
+
+    @no_grad()
+    def f(t): return t * 3
+    assert f(x)._node is None and is_grad_enabled()
+    with set_grad_enabled(False):
+        assert (x * 1)._node is None
+    assert is_grad_enabled()
+
+
+def test_long_chain_is_iterative_and_linear():
+    x = Tensor([1.0], requires_grad=True)
+    y = x
+    for _ in range(100_000):
+        y = y * 1.0
+    y.sum().backward()                                            # no RecursionError
+    assert x.grad.item() == 1.0
+

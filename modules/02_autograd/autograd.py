@@ -27,6 +27,12 @@
 # shape as the output), return the gradient for each input. This module writes those rules,
 # one small function per op, registered in the `DERIVATIVES` table that the dispatcher
 # reads, and the engine that calls them in the right order.
+#
+# **How to test.** Each rule's docstring says what its op saved (module 01's contract) and
+# what to return. The `run_tests` cell at the end checks every rule against finite
+# differences and prints PASS, FAIL (where, and by how much) or TODO per test; from the shell,
+# `tito module test 2` runs the same tests and `tito module complete 2` exports your code and
+# runs `tests/test_02_autograd.py`, which compares every op with PyTorch in float64.
 
 # %%
 #| default_exp core.autograd
@@ -44,9 +50,9 @@ from tinytorch.core.tensor import Tensor, DERIVATIVES, AUTOGRAD, grad_mode, _wra
 # gradient per input (a tuple). Rules work on NumPy arrays: gradients are numbers, not
 # new graphs. (Differentiating a backward pass again, "double backward", is out of scope.)
 #
-# Rules may return a gradient of the *broadcast* shape. When `a` of shape `(3,)` was added
-# to `b` of shape `(2, 3)`, the gradient for `a` must be summed over the broadcast axis; the
-# engine does that once, in `unbroadcast`, for every op, so no rule repeats it.
+# Rules may return a gradient of the *broadcast* shape: when `a` of shape `(3,)` was added to
+# `b` of shape `(2, 3)`, `a`'s gradient must be summed over the broadcast axis. The engine
+# does that once, in `unbroadcast`, for every op.
 
 # %%
 #| export
@@ -56,7 +62,6 @@ def derivative(op):
         DERIVATIVES[op] = rule
         return rule
     return register
-
 
 def unbroadcast(g, shape):
     "Sum `g` over the axes that broadcasting added or stretched, giving it `shape`."
@@ -424,16 +429,58 @@ def _masked_fill(g, mask):
     ### END SOLUTION
 
 # %% [markdown]
+# ## Seeing the graph
+#
+# The graph that `record` leaves for `loss = (x * w + x.exp()).sum()`: leaves on the left,
+# one box per recorded op, arrows in the forward direction. Backward walks the arrows from
+# right to left; `x` feeds two ops, so its gradient is the sum of two contributions.
+
+# %%
+def graph_columns(root, names):
+    "Label of every tensor under `root` (op name, or its name in `names` for a leaf), the edges, the depths."
+    label, edges, depth = {}, [], {}
+    def visit(t):
+        if id(t) not in depth:
+            node = t._node
+            label[id(t)] = node.op if node else names.get(id(t), "leaf")
+            depth[id(t)] = 1 + max(visit(i) for i in node.inputs) if node else 0
+            edges.extend((id(i), id(t)) for i in (node.inputs if node else ()))
+        return depth[id(t)]
+    visit(root)
+    return label, edges, depth
+
+if __name__ == "__main__":
+    x, w = Tensor([1.0, -2.0], requires_grad=True), Tensor([0.5, 3.0], requires_grad=True)
+    label, edges, depth = graph_columns((x * w + x.exp()).sum(), {id(x): "x", id(w): "w"})
+    columns = {}
+    for k, d in depth.items(): columns.setdefault(d, []).append(k)
+    pos = {k: (d, (len(ks) - 1) / 2 - i) for d, ks in columns.items() for i, k in enumerate(ks)}
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib not installed: skipping the picture. Edges:", ", ".join(f"{label[a]} -> {label[b]}" for a, b in edges))
+    else:
+        from tito.notebook import in_notebook
+        if not in_notebook(): matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(7, 2.5))
+        for a, b in edges:
+            ax.annotate("", xy=pos[b], xytext=pos[a], arrowprops=dict(arrowstyle="->", shrinkA=14, shrinkB=14))
+        for k, (px, py) in pos.items():
+            ax.text(px, py, label[k], ha="center", va="center",
+                    bbox=dict(boxstyle="round", fc="lightyellow" if depth[k] else "lightblue"))
+        ax.set(xlim=(-0.5, len(columns) - 0.5), ylim=(-1, 1), title="loss = (x * w + x.exp()).sum()"); ax.axis("off")
+        plt.show() if in_notebook() else plt.close(fig)
+
+# %% [markdown]
 # ## The engine
 #
 # Backward must visit a node only after every node that uses its output, so that its
 # gradient is complete (a value used twice, as in `y = x * x + x`, receives two
 # contributions that must be summed first). That order is a reverse *topological order*.
 #
-# We compute it with an explicit stack rather than recursion: a recursive depth-first
-# search stops at Python's recursion limit (about a thousand frames), and a long chain of
-# ops, such as a recurrent net unrolled over 100,000 steps, is deeper than that. Each node
-# is pushed and popped a constant number of times, so the cost is linear in the graph size.
+# We compute it with an explicit stack, not recursion: a recursive search stops at Python's
+# recursion limit (about a thousand frames), and a chain of 100,000 ops is deeper than that.
 #
 # Then, from the output back:
 #
@@ -443,15 +490,13 @@ def _masked_fill(g, mask):
 # 4. for a leaf, add it into `leaf.grad` (so gradients also accumulate across `backward`
 #    calls until you zero them); for an intermediate tensor, add it into the pending gradient.
 #
-# Finally the graph is freed: each node drops its inputs and saved arrays, releasing the
-# activations' memory. A second backward through the same graph then raises an error,
-# unless the first one passed `retain_graph=True`.
+# Finally each node drops its inputs and saved arrays, freeing the activations' memory; a
+# second backward through the graph then raises, unless the first passed `retain_graph=True`.
 
 # %%
 #| export
 _FREED = ("Trying to backward through the graph a second time: its saved values were freed by the first "
           "backward. Pass retain_graph=True to the first backward() if you need to call it again.")
-
 
 def _topological_order(root):
     "Tensors with a recorded op, each after every tensor it depends on (iterative DFS)."
@@ -473,13 +518,11 @@ def _topological_order(root):
     return order
     ### END SOLUTION
 
-
 def _accumulate_leaf(leaf, g):
     if leaf.grad is None:
         leaf.grad = _wrap(np.array(g, dtype=leaf.data.dtype, copy=True))   # own the memory
     else:
         leaf.grad.data += g
-
 
 def _seed_gradient(root, gradient):
     if gradient is None:
@@ -491,7 +534,6 @@ def _seed_gradient(root, gradient):
     if g.shape != root.shape:
         raise ValueError(f"backward(): gradient has shape {g.shape} but the output has shape {root.shape}")
     return g
-
 
 def _backprop(root, seed, retain_graph, wanted=None):
     "Run the chain rule from `root`. Leaves accumulate into `.grad`, or into a dict when `wanted` is given."
@@ -522,14 +564,12 @@ def _backprop(root, seed, retain_graph, wanted=None):
     return found
     ### END SOLUTION
 
-
 def backward(tensor, gradient=None, retain_graph=False):
     "Accumulate d(tensor)/d(leaf) into every leaf's `.grad` (what `tensor.backward()` calls)."
     if not tensor._requires_grad:
         raise RuntimeError("backward(): this tensor does not require grad and has no graph; "
                            "did you forget requires_grad=True, or compute it under no_grad()?")
     _backprop(tensor, _seed_gradient(tensor, gradient), retain_graph)
-
 
 def grad(output, inputs, gradient=None, retain_graph=False):
     "Gradients of `output` with respect to `inputs`, returned instead of stored in `.grad`."
@@ -541,16 +581,14 @@ def grad(output, inputs, gradient=None, retain_graph=False):
     grads = [None if id(t) not in found else _wrap(np.asarray(found[id(t)], dtype=t.dtype)) for t in inputs]
     return grads[0] if single else grads
 
-
 AUTOGRAD.backward = backward
 
 # %% [markdown]
 # ## Turning the recorder off
 #
-# During evaluation and generation nobody will call backward, so recording the graph only
-# costs time and keeps activations alive. `no_grad()` switches recording off for the
-# current thread, as a context manager or a decorator; `enable_grad()` switches it back on
-# inside a `no_grad` region.
+# In evaluation and generation nobody calls backward, so recording only costs time and keeps
+# activations alive. `no_grad()` switches recording off for the current thread (a context
+# manager or a decorator); `enable_grad()` switches it back on inside a `no_grad` region.
 
 # %%
 #| export
@@ -574,16 +612,13 @@ class _GradModeContext:
                 return fn(*args, **kwargs)
         return wrapper
 
-
 class no_grad(_GradModeContext):
     "Record nothing: outputs have no graph and keep no reference to their inputs."
     mode = False
 
-
 class enable_grad(_GradModeContext):
     "Record again inside a `no_grad` region."
     mode = True
-
 
 class set_grad_enabled(_GradModeContext):
     "`set_grad_enabled(False)` switches recording off at once; as a context manager it restores on exit."
@@ -592,7 +627,6 @@ class set_grad_enabled(_GradModeContext):
         grad_mode.enabled = self.mode
 
     def __enter__(self): return self
-
 
 def is_grad_enabled():
     return grad_mode.enabled
@@ -613,7 +647,6 @@ def is_grad_enabled():
 #| export
 class GradcheckError(AssertionError):
     "Raised by `gradcheck` when analytic and numerical gradients disagree."
-
 
 def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, seed=0):
     "Compare the engine's gradients of `fn(*inputs)` with central finite differences in float64."
@@ -651,10 +684,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, 
     return True
 
 # %% [markdown]
-# ## Tests
-#
-# Every rule is checked against finite differences here; `tests/test_02_autograd.py`
-# checks each against PyTorch in float64 as well.
+# ## Tests: every rule against finite differences, then the engine
 
 # %%
 import pytest
@@ -700,15 +730,6 @@ def test_gradcheck_every_op(name):
     fn, inputs = GRADCHECK_CASES[name]
     assert gradcheck(fn, inputs)
 
-def test_gradcheck_catches_a_wrong_rule():
-    saved = DERIVATIVES["tanh"]
-    try:
-        DERIVATIVES["tanh"] = lambda g, out: (g * (1 - out),)       # a plausible mistake
-        with pytest.raises(GradcheckError, match="gradcheck failed for input 0 at index"):
-            gradcheck(T.tanh, [_r(3)])
-    finally:
-        DERIVATIVES["tanh"] = saved
-
 def test_diamond_and_repeated_use_accumulate():
     x = Tensor([2.0, -3.0], requires_grad=True)
     y = x * x + x            # dy/dx = 2x + 1
@@ -726,14 +747,6 @@ def test_leaf_gradients_accumulate_across_calls():
     (a + b).sum().backward()
     a.grad.data *= 2                                              # grads never alias each other
     assert b.grad.item() == 1.0
-
-def test_long_chain_is_iterative_and_linear():
-    x = Tensor([1.0], requires_grad=True)
-    y = x
-    for _ in range(100_000):
-        y = y * 1.0
-    y.sum().backward()                                            # no RecursionError
-    assert x.grad.item() == 1.0
 
 def test_broadcast_inputs_get_their_own_shape_and_dtype():
     a = Tensor(np.ones(3), requires_grad=True)                   # float32
@@ -759,34 +772,14 @@ def test_graph_is_freed_and_retain_graph():
     with pytest.raises(RuntimeError, match="backward through the graph a second time.*retain_graph=True"):
         y.backward()
 
-def test_backward_errors():
-    with pytest.raises(RuntimeError, match=r"needs a scalar output; this tensor has shape \(2,\)"):
-        (Tensor([1.0, 2.0], requires_grad=True) * 2).backward()
-    with pytest.raises(RuntimeError, match="does not require grad"):
-        Tensor([1.0]).sum().backward()
-    with pytest.raises(ValueError, match=r"gradient has shape \(3,\) but the output has shape \(2,\)"):
-        (Tensor([1.0, 2.0], requires_grad=True) * 2).backward(np.ones(3))
-
-def test_no_grad_records_nothing():
-    x = Tensor([1.0, 2.0], requires_grad=True)
-    with no_grad():
-        y = x * 2
-        assert not is_grad_enabled()
-        with enable_grad():
-            z = x * 2
-    assert y._node is None and not y.requires_grad and z._node is not None and is_grad_enabled()
-
-    @no_grad()
-    def f(t): return t * 3
-    assert f(x)._node is None and is_grad_enabled()
-    with set_grad_enabled(False):
-        assert (x * 1)._node is None
-    assert is_grad_enabled()
-
 def test_grad_returns_without_touching_dot_grad():
     x = Tensor([1.0, 2.0], requires_grad=True)
     gx = grad((x * x).sum(), x)
     assert np.array_equal(gx.data, [2.0, 4.0]) and x.grad is None
+
+# %%
+from tito.notebook import run_tests
+run_tests()
 
 # %%
 if __name__ == "__main__":
@@ -795,3 +788,13 @@ if __name__ == "__main__":
     loss.backward()
     print("loss", loss, "\ngrad", x.grad)
     print("gradcheck:", gradcheck(lambda t: (t.tanh() * t).sum(), [x]))
+
+# %% [markdown]
+# ## Experiments to try
+#
+# 1. Make `_relu` return `g` also at `x = 0` and run `tito module complete 2`: the notebook's
+#    gradcheck passes (a kink has no finite difference), PyTorch parity names the input x = 0.
+# 2. Build `y = x` then `y = y * 1.0` 100,000 times and call `y.sum().backward()`: the
+#    iterative order never hits Python's recursion limit, and doubling the length doubles the time.
+# 3. Call `backward()` twice on one loss: the second call raises, since the first freed the
+#    saved arrays; with `retain_graph=True` the gradients add up instead.

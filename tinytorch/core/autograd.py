@@ -19,7 +19,6 @@ def derivative(op):
         return rule
     return register
 
-
 def unbroadcast(g, shape):
     "Sum `g` over the axes that broadcasting added or stretched, giving it `shape`."
     if g.shape == shape: return g
@@ -247,10 +246,9 @@ def _masked_fill(g, mask):
     "masked_fill saved `(mask,)`: g where mask is false, 0 where the value was filled in."
     return (np.where(mask, 0, g),)
 
-# %% ../../modules/02_autograd/autograd.py #17
+# %% ../../modules/02_autograd/autograd.py #19
 _FREED = ("Trying to backward through the graph a second time: its saved values were freed by the first "
           "backward. Pass retain_graph=True to the first backward() if you need to call it again.")
-
 
 def _topological_order(root):
     "Tensors with a recorded op, each after every tensor it depends on (iterative DFS)."
@@ -270,13 +268,11 @@ def _topological_order(root):
                 stack.append((inp, False))
     return order
 
-
 def _accumulate_leaf(leaf, g):
     if leaf.grad is None:
         leaf.grad = _wrap(np.array(g, dtype=leaf.data.dtype, copy=True))   # own the memory
     else:
         leaf.grad.data += g
-
 
 def _seed_gradient(root, gradient):
     if gradient is None:
@@ -288,7 +284,6 @@ def _seed_gradient(root, gradient):
     if g.shape != root.shape:
         raise ValueError(f"backward(): gradient has shape {g.shape} but the output has shape {root.shape}")
     return g
-
 
 def _backprop(root, seed, retain_graph, wanted=None):
     "Run the chain rule from `root`. Leaves accumulate into `.grad`, or into a dict when `wanted` is given."
@@ -317,14 +312,12 @@ def _backprop(root, seed, retain_graph, wanted=None):
             node.inputs = node.saved = None
     return found
 
-
 def backward(tensor, gradient=None, retain_graph=False):
     "Accumulate d(tensor)/d(leaf) into every leaf's `.grad` (what `tensor.backward()` calls)."
     if not tensor._requires_grad:
         raise RuntimeError("backward(): this tensor does not require grad and has no graph; "
                            "did you forget requires_grad=True, or compute it under no_grad()?")
     _backprop(tensor, _seed_gradient(tensor, gradient), retain_graph)
-
 
 def grad(output, inputs, gradient=None, retain_graph=False):
     "Gradients of `output` with respect to `inputs`, returned instead of stored in `.grad`."
@@ -336,10 +329,9 @@ def grad(output, inputs, gradient=None, retain_graph=False):
     grads = [None if id(t) not in found else _wrap(np.asarray(found[id(t)], dtype=t.dtype)) for t in inputs]
     return grads[0] if single else grads
 
-
 AUTOGRAD.backward = backward
 
-# %% ../../modules/02_autograd/autograd.py #19
+# %% ../../modules/02_autograd/autograd.py #21
 class _GradModeContext:
     "Set grad mode on enter, restore it on exit; also usable as a decorator."
     mode = True
@@ -360,16 +352,13 @@ class _GradModeContext:
                 return fn(*args, **kwargs)
         return wrapper
 
-
 class no_grad(_GradModeContext):
     "Record nothing: outputs have no graph and keep no reference to their inputs."
     mode = False
 
-
 class enable_grad(_GradModeContext):
     "Record again inside a `no_grad` region."
     mode = True
-
 
 class set_grad_enabled(_GradModeContext):
     "`set_grad_enabled(False)` switches recording off at once; as a context manager it restores on exit."
@@ -379,14 +368,12 @@ class set_grad_enabled(_GradModeContext):
 
     def __enter__(self): return self
 
-
 def is_grad_enabled():
     return grad_mode.enabled
 
-# %% ../../modules/02_autograd/autograd.py #21
+# %% ../../modules/02_autograd/autograd.py #23
 class GradcheckError(AssertionError):
     "Raised by `gradcheck` when analytic and numerical gradients disagree."
-
 
 def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, seed=0):
     "Compare the engine's gradients of `fn(*inputs)` with central finite differences in float64."

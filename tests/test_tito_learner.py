@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TENSOR_NB, tree_bytes, write_project
+from tests.helpers import HEADER, TENSOR_NB, tree_bytes, write_project
 from tito.export import export
 from tito.learner import LearnerError, Progress, make_stub, sync_paired_ipynb
 from tito.project import Module, Project
@@ -253,6 +253,65 @@ def test_real_stubs_name_their_tests():
         named = [m for m in msgs if re.search(r"checked by (test_|tests/)", m)]
         assert len(named) >= 0.4 * n, f"{mod.slug}: only {len(named)} of {n} stubs name a test"
         assert all(f"tito module test {mod.number}" in m or f"tito test {mod.number}" in m for m in msgs)
+
+
+RULES_NB = HEADER + '''
+# %%
+#| export
+import numpy as np
+RULES = {}
+
+def rule(op):
+    def register(f):
+        RULES[op] = f
+        return f
+    return register
+
+@rule("mul")
+def _times(g, a, b):
+    "mul: g * b and g * a."
+    ### BEGIN SOLUTION
+    return g * b, g * a
+    ### END SOLUTION
+
+def _cat_rows(parts):
+    ### BEGIN SOLUTION
+    return np.concatenate(parts)
+    ### END SOLUTION
+
+# %%
+import pytest
+CASES = {"add": 1, "mul": 2}
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_rule(name):
+    assert name in RULES
+
+def test_gradcheck_catches_nothing():
+    assert True
+
+def test_cat_joins():
+    assert RULES
+'''
+
+
+def test_stub_of_a_registered_rule_names_its_case_and_stems_match_whole_words():
+    stub, n = make_stub(RULES_NB, MOD1)
+    assert n == 2
+    assert ("implement _times - hint: read the docstring and the tests of this module - checked by "
+            "test_every_rule[mul]: tito module test 1 -k \"test_every_rule[mul]\"") in stub
+    assert "implement _cat_rows - hint: read the docstring and the tests of this module - checked by test_cat_joins:" in stub
+    assert "catches" not in stub.split("implement _cat_rows")[1].split("\n")[0]
+
+
+def test_every_stub_of_modules_1_and_2_names_its_tests():
+    for mod in REAL.modules()[:2]:
+        stub, n = make_stub(mod.notebook.read_text(encoding="utf-8"), mod, REAL.rel(mod.notebook),
+                            {REAL.rel(t): t.read_text(encoding="utf-8") for t in REAL.package_tests(mod)})
+        msgs = re.findall(r"raise NotImplementedError\((['\"].*implement.*)\)", stub)
+        assert len(msgs) == n > 30
+        vague = [m for m in msgs if "checked by the tests of this module" in m]
+        assert not vague, vague
 
 
 # ----------------------------- re-completing a module re-checks what builds on it ----

@@ -785,9 +785,11 @@ run_tests()
 if __name__ == "__main__":
     x = Tensor([[1.0, -2.0], [3.0, 0.5]], requires_grad=True)
     loss = (x.tanh() * x).sum()
-    loss.backward()
-    print("loss", loss, "\ngrad", x.grad)
-    print("gradcheck:", gradcheck(lambda t: (t.tanh() * t).sum(), [x]))
+    try:
+        loss.backward()
+        print("loss", loss, "\ngrad", x.grad, "\ngradcheck:", gradcheck(lambda t: (t.tanh() * t).sum(), [x]))
+    except NotImplementedError as e:
+        print("skipped until the stubs above are written:", e)
 
 # %% [markdown]
 # ## Experiments to try

@@ -312,6 +312,12 @@ def test_every_stub_of_modules_1_and_2_names_its_tests():
         assert len(msgs) == n > 30
         vague = [m for m in msgs if "checked by the tests of this module" in m]
         assert not vague, vague
+        text = mod.notebook.read_text(encoding="utf-8")
+        lines = [i + 1 for i, l in enumerate(text.splitlines()) if "### BEGIN SOLUTION" in l]
+        funcs = [f for f in ast.walk(ast.parse(text)) if isinstance(f, ast.FunctionDef)
+                 and any(f.lineno < n <= f.end_lineno for n in lines)]
+        assert len(funcs) == n and all(ast.get_docstring(f) for f in funcs), \
+            [f.name for f in funcs if not ast.get_docstring(f)]
 
 
 # ----------------------------- re-completing a module re-checks what builds on it ----

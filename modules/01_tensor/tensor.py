@@ -257,6 +257,7 @@ def _leaf(x):
 def check_record(out, op, inputs, expected, /, **saved):
     """`out` must be what `record(op, data, inputs, saved)` returned: that op name, the input tensors themselves,
     data equal to `expected`, and the saved values named as module 02's rule for `op` names them."""
+    assert isinstance(out, Tensor), f"{op}: returned a {type(out).__name__}; return the Tensor that record() makes"
     node = out._node
     assert node is not None, f"{op}: nothing was recorded; return record({op!r}, data, inputs, saved)"
     assert node.op == op, f"recorded op {node.op!r}, expected {op!r}"

@@ -869,3 +869,20 @@ def test_long_chain_is_iterative_and_linear():
     y.sum().backward()                                            # no RecursionError
     assert x.grad.item() == 1.0
 
+
+
+def test_module_01_checks_the_saved_values_every_rule_reads():
+    "Module 01's check_record calls name, for every op of this module, the values its rule takes, in order."
+    import ast
+    import inspect
+    from pathlib import Path
+    text = (Path(__file__).resolve().parent.parent / "modules" / "01_tensor" / "tensor.py").read_text(encoding="utf-8")
+    checked = {}
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "check_record":
+            checked.setdefault(node.args[1].value, set()).add(tuple(k.arg for k in node.keywords))
+    rules = {op: rule for op, rule in DERIVATIVES.items() if rule.__module__ == "tinytorch.core.autograd"}
+    assert sorted(set(rules) - set(checked)) == [], "ops whose record contract module 01 does not check"
+    for op, rule in rules.items():
+        wanted = tuple(inspect.signature(rule).parameters)[1:]
+        assert checked[op] == {wanted}, f"{op}: module 01 checks saved values {checked[op]}, the rule takes {wanted}"

@@ -637,8 +637,8 @@ def test_elementwise_records():
         check_record(abs(x), "abs", (x,), np.abs(X), a=X)
         check_record(maximum(x, y), "maximum", (x, y), np.maximum(X, Y), a=X, b=Y)
         check_record(minimum(x, y), "minimum", (x, y), np.minimum(X, Y), a=X, b=Y)
-        check_record(clip(x, -1.0, 1.0), "clip", (x,), np.clip(X, -1, 1), a=X, min=-1.0, max=1.0)
-        check_record(clip(x, min=0.0), "clip", (x,), np.maximum(X, 0), a=X, min=0.0, max=None)
+        check_record(clip(x, -1.0, 1.0), "clip", (x,), np.clip(X, -1, 1), a=X, lo=-1.0, hi=1.0)
+        check_record(clip(x, min=0.0), "clip", (x,), np.maximum(X, 0), a=X, lo=0.0, hi=None)
     with np.errstate(over="raise"):                             # 1 / (1 + exp(800)) would overflow
         assert np.array_equal(sigmoid(Tensor([-800.0, 800.0])).data, [0.0, 1.0])
 

@@ -784,10 +784,9 @@ run_tests()
 # %%
 if __name__ == "__main__":
     x = Tensor([[1.0, -2.0], [3.0, 0.5]], requires_grad=True)
-    loss = (x.tanh() * x).sum()
     try:
-        loss.backward()
-        print("loss", loss, "\ngrad", x.grad, "\ngradcheck:", gradcheck(lambda t: (t.tanh() * t).sum(), [x]))
+        (x.tanh() * x).sum().backward()
+        print("grad of sum(tanh(x) * x):", x.grad, "\ngradcheck:", gradcheck(lambda t: (t.tanh() * t).sum(), [x]))
     except NotImplementedError as e:
         print("skipped until the stubs above are written:", e)
 
@@ -796,7 +795,6 @@ if __name__ == "__main__":
 #
 # 1. Make `_relu` pass `g` at `x = 0` too: the gradcheck here still passes (random inputs miss
 #    the kink), and `tito module complete 2` fails on PyTorch parity, naming the input x = 0.
-# 2. Chain `y = y * 1.0` 100,000 times and call backward: no recursion limit is hit, and
-#    doubling the length doubles the time.
-# 3. Call `backward()` twice on one loss: the second call raises (the saved arrays were
-#    freed); with `retain_graph=True` the gradients add up instead.
+# 2. Chain `y = y * 1.0` 100,000 times and call backward: no recursion limit, and twice the
+#    length takes twice the time.
+# 3. Call `backward()` twice on one loss: the second call raises (the saved arrays were freed).

@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # 16 Acceleration
+# # 17 Acceleration
 # > Fused kernels with hand-written backward passes, each equal to its textbook twin, switched on by one call.
 #
 # The textbook functions of modules 01-15 build every idea from earlier ops, and autograd

@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # 17 Parallelism
+# # 18 Parallelism
 # > Using every core: data parallelism over threads, gradients summed in a fixed order.
 #
 # NumPy runs each elementwise op (GELU, LayerNorm, the optimizer's updates) on one core;

@@ -100,3 +100,50 @@ def test_learner_state_is_git_ignored():
     ignore = (ROOT / ".gitignore").read_text().splitlines()
     for entry in ("/workspace/", "/.tito/", ".venv/", "__pycache__/", "*.egg-info/", "/checkpoints/", "/runs/"):
         assert entry in ignore, entry
+
+
+def _package_imports(text):
+    "Dotted tinytorch modules that source imports at import time (`from tinytorch.x import`, `import tinytorch.x`)."
+    found = set(re.findall(r"^from\s+(tinytorch(?:\.\w+)*)\s+import\s+([\w, ()]+)", text, re.M))
+    names = set()
+    for mod, what in found:
+        names.add(mod)
+        names.update(f"{mod}.{w.strip()}" for w in what.strip("()").split(",") if w.strip())
+    names.update(re.findall(r"^import\s+(tinytorch(?:\.\w+)+)", text, re.M))
+    return names
+
+
+def test_no_module_imports_a_later_one():
+    """A chapter works with only the chapters before it. A method may hand over to a later
+    chapter when it is called (GPT.save_pretrained imports module 13 inside the method);
+    nothing at module level may."""
+    from tito.project import Project
+    modules = Project(ROOT).modules()
+    number_of = {f"tinytorch.{m.export_target()}": m.number for m in modules}
+    late = []
+    for m in modules:
+        for name in _package_imports(m.notebook.read_text(encoding="utf-8")):
+            owner = number_of.get(name)
+            if owner is not None and owner > m.number:
+                late.append(f"{m.slug} imports {name} (module {owner:02d})")
+    assert number_of and not late, "\n".join(late)
+
+
+def test_generated_files_carry_no_solution_markers():
+    marked = [str(p.relative_to(ROOT)) for p in (ROOT / "tinytorch").rglob("*.py")
+              if "### BEGIN SOLUTION" in p.read_text(encoding="utf-8")]
+    assert not marked, f"solution markers in generated files: {marked}"
+
+
+def test_nothing_refers_outside_the_repository():
+    bad = []
+    for folder in ("modules", "tinytorch", "tests", "benchmarks", "tito", "examples"):
+        for p in (ROOT / folder).rglob("*.py"):
+            if p == Path(__file__):
+                continue
+            text = p.read_text(encoding="utf-8")
+            if "PERF_NOTES" in text or "../shared" in text:
+                bad.append(str(p.relative_to(ROOT)))
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "PERF_NOTES" not in readme and "../shared" not in readme
+    assert not bad, bad

@@ -51,7 +51,7 @@ def test_construction_copies_and_wrap_does_not():
     u = Tensor(t)
     t.data[1] = 7.0
     assert u.tolist() == [1.0, 2.0]
-    w = T._wrap(a)
+    w = T.as_tensor(a)
     assert w.data is a and w.is_leaf and not w.requires_grad and w.grad is None
 
 

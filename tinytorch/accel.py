@@ -13,7 +13,7 @@ import contextlib
 import math
 
 import numpy as np
-from .core.tensor import Tensor, record, register_kernel, KERNELS, _wrap
+from .core.tensor import Tensor, record, register_kernel, KERNELS, as_tensor
 from .core.autograd import derivative
 
 # %% ../modules/17_acceleration/acceleration.py #6

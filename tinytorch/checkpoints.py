@@ -17,7 +17,7 @@ import numpy as np
 from .core.tensor import manual_seed
 from .core.autograd import no_grad
 from .core.layers import load, CheckpointError
-from .data import DataError, load_text, prepare_data, tokenizer_from_dict, make_tokenizer, _write_atomic
+from .data import DataError, load_text, prepare_data, tokenizer_from_dict, make_tokenizer, write_atomic
 from .models.transformer import GPTConfig, count_parameters
 from .training import (CHECKPOINT_FORMAT, RunFolderError, TrainConfig, Trainer, build_model,
                                 language_model_loss)
@@ -221,7 +221,7 @@ def plot_losses(history, path, title="Training loss"):
     _draw_losses(fig.add_subplot(), history, title)
     fig.tight_layout()
     path = Path(path)
-    _write_atomic(path, lambda f: fig.savefig(f, format="png"))
+    write_atomic(path, lambda f: fig.savefig(f, format="png"))
     return path
 
 
@@ -273,7 +273,7 @@ def _write_run_files(trainer, out_dir, config, log, first_error=None):
     for path, write in targets:
         try:
             if write is not None:
-                _write_atomic(path, write)
+                write_atomic(path, write)
             elif plot_losses(trainer.history, path, title=f"GPT on {Path(str(config.data)).name}") is None:
                 log("matplotlib is not installed: no loss plot (pip install 'tinytorch[plot]'); "
                     f"the losses are in {out_dir / 'history.json'}")

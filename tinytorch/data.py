@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['DEFAULT_CORPUS', 'STDLIB_CORPUS', 'TINY_SHAKESPEARE_PATH', 'STDLIB_CORPUS_MODULES', 'TINY_SHAKESPEARE_URL',
-           'TINY_SHAKESPEARE_SHA256', 'DataError', 'python_stdlib_corpus', 'cache_dir', 'tiny_shakespeare',
-           'download_tiny_shakespeare', 'load_text', 'token_dtype', 'prepare_data', 'load_data', 'get_batch',
-           'tokenizer_to_dict', 'tokenizer_from_dict', 'make_tokenizer']
+           'TINY_SHAKESPEARE_SHA256', 'DataError', 'python_stdlib_corpus', 'cache_dir', 'write_atomic',
+           'tiny_shakespeare', 'download_tiny_shakespeare', 'load_text', 'token_dtype', 'prepare_data', 'load_data',
+           'get_batch', 'tokenizer_to_dict', 'tokenizer_from_dict', 'make_tokenizer']
 
 # %% ../modules/14_data/data.py #2
 import hashlib
@@ -71,7 +71,7 @@ def _sha256(path):
     return h.hexdigest()
 
 
-def _write_atomic(path, write):
+def write_atomic(path, write):
     "Write a file through `write(f)` under a temporary name, then rename it (readable as the umask allows)."
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -112,7 +112,7 @@ def download_tiny_shakespeare(cache=None, url=None, timeout=30):
         f.write(data)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, download)
+        write_atomic(path, download)
     except DataError:
         raise
     except (urllib.error.URLError, OSError, ValueError) as e:
@@ -165,9 +165,9 @@ def prepare_data(text, tokenizer, directory, val_fraction=0.1):
         ids = np.asarray(tokenizer.encode(part), dtype=np.int64)
         if ids.size and ids.max() >= 1 << (8 * dtype.itemsize):
             raise DataError(f"token id {ids.max()} does not fit in {dtype.name}")
-        _write_atomic(directory / f"{split}.bin", ids.astype(dtype).tofile)
+        write_atomic(directory / f"{split}.bin", ids.astype(dtype).tofile)
         meta[f"{split}_tokens"] = int(ids.size)
-    _write_atomic(directory / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    write_atomic(directory / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
     return load_data(directory)
 
 

@@ -7,7 +7,7 @@ __all__ = ['sampling_probs', 'sample_next_token', 'make_kv_caches', 'generate']
 
 # %% ../modules/10_generation/generation.py #2
 import numpy as np
-from .core.tensor import Tensor, _wrap, get_rng
+from .core.tensor import Tensor, as_tensor, get_rng
 from .core.autograd import no_grad
 
 # %% ../modules/10_generation/generation.py #4
@@ -108,7 +108,7 @@ def _last_logits(model, ids, caches=None):
     "Logits (B, V) of the last position of token ids (B, T), appending to `caches` when given."
     if hasattr(model, "_next_logits"):               # GPT, TransformerLM: the head runs on the last position only
         return model._next_logits(ids, caches, 0 if caches is None else caches[0].length)
-    return model(_wrap(ids)).data[:, -1, :]
+    return model(as_tensor(ids)).data[:, -1, :]
 
 
 def _as_prompts(prompt_tokens, vocab_size):

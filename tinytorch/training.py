@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from .core.tensor import Tensor, _wrap, get_rng, manual_seed
+from .core.tensor import Tensor, as_tensor, get_rng, manual_seed
 from .core.autograd import no_grad
 from .core.layers import save, load, CheckpointError
 from .core.losses import cross_entropy
@@ -151,8 +151,8 @@ def _has_targets_parameter(forward):
 
 def language_model_loss(model, x, y):
     "Mean next-token cross-entropy of `model` on token ids x with targets y, both (B, T)."
-    x = x if isinstance(x, Tensor) else _wrap(np.asarray(x))
-    y = y if isinstance(y, Tensor) else _wrap(np.asarray(y))
+    x = x if isinstance(x, Tensor) else as_tensor(np.asarray(x))
+    y = y if isinstance(y, Tensor) else as_tensor(np.asarray(y))
     if x.ndim != 2 or 0 in x.shape:
         raise ValueError(f"language_model_loss: x must be token ids of shape (batch, time) with batch and time >= 1, "
                          f"got shape {x.shape}")

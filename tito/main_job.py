@@ -271,7 +271,7 @@ def _train(preset: str, out: Optional[Path], resume: Optional[Path], overwrite: 
                        sample_tokens, 0.8, 200, None, config.seed, ())
         _say("-" * 60)
         try:
-            checkpoints._write_atomic(out_dir / "sample.txt", lambda f: f.write((prompt + text).encode("utf-8")))
+            checkpoints.write_atomic(out_dir / "sample.txt", lambda f: f.write((prompt + text).encode("utf-8")))
         except OSError as e:
             raise JobError(f"could not write {out_dir / 'sample.txt'}: {e.strerror or e} (the checkpoint is saved)") from None
     _say(f"{time.perf_counter() - _STARTED:.0f} s in all (setup, training, evaluation, files and sample)")

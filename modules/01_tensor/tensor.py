@@ -127,11 +127,11 @@ class Tensor:
 
     def detach(self):
         "A new leaf tensor sharing this tensor's data, cut off from the graph."
-        return _wrap(self.data)
+        return as_tensor(self.data)
 
     def astype(self, dtype):
         "A copy converted to `dtype`, cut off from the graph (like `tensor.to(dtype).detach()`)."
-        return _wrap(self.data.astype(dtype))
+        return as_tensor(self.data.astype(dtype))
 
     def float(self): return self.astype(np.float32)
     def double(self): return self.astype(np.float64)
@@ -153,8 +153,8 @@ class Tensor:
         elif self._requires_grad: extra += ", requires_grad=True"
         return f"tensor({body}{extra})"
 
-def _wrap(data):
-    "Fast path: a leaf Tensor around an existing array (no copy, no conversion)."
+def as_tensor(data):
+    "A leaf Tensor around an existing array, sharing its memory (no copy, no conversion), like `torch.as_tensor`."
     t = Tensor.__new__(Tensor)
     t.data = data if type(data) is np.ndarray else np.asarray(data)    # ufuncs give NumPy scalars for 0-d
     t.grad, t._node, t._requires_grad = None, None, False
@@ -481,7 +481,7 @@ def neg(a):
     return record("neg", -a.data, (a,))
     ### END SOLUTION
 
-def _power(x, n):
+def int_power(x, n):
     "x ** n with small integer exponents as products: `x ** 3` on float32 is ~60x slower than `x*x*x`."
     if n == 2: return x * x
     if n == 3: return x * x * x
@@ -491,11 +491,11 @@ def _power(x, n):
     return np.power(x, n)
 
 def pow(a, b):
-    """`a ** b`. A number `b`: `record("pow_scalar", _power(a.data, b), (a,), (a.data, b))`. A tensor:
+    """`a ** b`. A number `b`: `record("pow_scalar", int_power(a.data, b), (a,), (a.data, b))`. A tensor:
     `out = _binary("pow", np.power, a, b)`, `record("pow", out, (a, b), (a.data, b.data, out))`."""
     ### BEGIN SOLUTION
     b = _py(b)
-    if _is_scalar(b): return record("pow_scalar", _power(a.data, b), (a,), (a.data, b))
+    if _is_scalar(b): return record("pow_scalar", int_power(a.data, b), (a,), (a.data, b))
     b = _tensor_operand(b)
     out = _binary("pow", np.power, a, b)
     return record("pow", out, (a, b), (a.data, b.data, out))
@@ -1027,7 +1027,7 @@ def _compare(fn, op):
     def compare(a, b):
         b_data = b.data if isinstance(b, Tensor) else b
         try:
-            return _wrap(fn(a.data, b_data))
+            return as_tensor(fn(a.data, b_data))
         except ValueError:
             raise _broadcast_error(op, a.data, b_data) from None
     compare.__name__ = op

@@ -40,7 +40,7 @@
 #| export
 import functools
 import numpy as np
-from tinytorch.core.tensor import Tensor, DERIVATIVES, AUTOGRAD, grad_mode, _wrap, _power
+from tinytorch.core.tensor import Tensor, DERIVATIVES, AUTOGRAD, grad_mode, as_tensor, int_power
 
 # %% [markdown]
 # ## Registering a rule
@@ -170,7 +170,7 @@ def _pow_scalar(g, a, n):
     ### BEGIN SOLUTION
     if n == 0: return (np.zeros_like(g),)
     if n == 2: return (g * (a + a),)
-    return (g * (n * _power(a, n - 1)),)
+    return (g * (n * int_power(a, n - 1)),)
     ### END SOLUTION
 
 @derivative("pow")
@@ -518,7 +518,7 @@ def _topological_order(root):
 
 def _accumulate_leaf(leaf, g):
     if leaf.grad is None:
-        leaf.grad = _wrap(np.array(g, dtype=leaf.data.dtype, copy=True))   # own the memory
+        leaf.grad = as_tensor(np.array(g, dtype=leaf.data.dtype, copy=True))   # own the memory
     else:
         leaf.grad.data += g
 
@@ -576,7 +576,7 @@ def grad(output, inputs, gradient=None, retain_graph=False):
     if not output._requires_grad:
         raise RuntimeError("grad(): the output does not require grad and has no graph")
     found = _backprop(output, _seed_gradient(output, gradient), retain_graph, {id(t) for t in inputs})
-    grads = [None if id(t) not in found else _wrap(np.asarray(found[id(t)], dtype=t.dtype)) for t in inputs]
+    grads = [None if id(t) not in found else as_tensor(np.asarray(found[id(t)], dtype=t.dtype)) for t in inputs]
     return grads[0] if single else grads
 
 AUTOGRAD.backward = backward

@@ -57,7 +57,7 @@
 #| export
 import math
 import numpy as np
-from tinytorch.core.tensor import Tensor, _wrap
+from tinytorch.core.tensor import Tensor, as_tensor
 
 # %% [markdown]
 # ## The optimizer base class
@@ -492,7 +492,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     max_norm, norm_type = float(max_norm), float(norm_type)
     if max_norm < 0: raise ValueError(f"max_norm must be >= 0, got {max_norm}")
     grads = [p.grad.data for p in parameters if p.grad is not None]
-    if not grads: return _wrap(np.array(0.0, dtype=np.float32))
+    if not grads: return as_tensor(np.array(0.0, dtype=np.float32))
     # hint: total = the norm of the per-gradient norms; if max_norm / (total + 1e-6) < 1, multiply every gradient by it
     ### BEGIN SOLUTION
     if norm_type == 2.0:                      # the usual case, through BLAS: |g|^2 = g . g, summed in float64
@@ -508,7 +508,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     clip_coef = float(max_norm / (total + 1e-6))
     if clip_coef < 1.0:
         for g in grads: g *= clip_coef
-    return _wrap(np.asarray(total))
+    return as_tensor(np.asarray(total))
     ### END SOLUTION
 
 # %%

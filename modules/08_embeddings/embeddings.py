@@ -42,7 +42,7 @@
 # %%
 #| export
 import numpy as np
-from tinytorch.core.tensor import Tensor, record, get_rng, _wrap
+from tinytorch.core.tensor import Tensor, record, get_rng, as_tensor
 from tinytorch.core.autograd import derivative
 from tinytorch.core.layers import Module, Parameter
 
@@ -317,7 +317,7 @@ class SinusoidalPositionalEncoding(Module):
 
     def forward(self, seq_len_or_positions, offset=0):
         positions = _positions(seq_len_or_positions, offset, self.max_seq_len, type(self).__name__)
-        return _wrap(np.take(self.encoding.data, positions, axis=0))
+        return as_tensor(np.take(self.encoding.data, positions, axis=0))
 
     def extra_repr(self):
         return f"{self.max_seq_len}, {self.embedding_dim}"

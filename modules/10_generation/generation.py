@@ -43,7 +43,7 @@
 # %%
 #| export
 import numpy as np
-from tinytorch.core.tensor import Tensor, _wrap, get_rng
+from tinytorch.core.tensor import Tensor, as_tensor, get_rng
 from tinytorch.core.autograd import no_grad
 
 # %% [markdown]
@@ -305,7 +305,7 @@ def _last_logits(model, ids, caches=None):
     "Logits (B, V) of the last position of token ids (B, T), appending to `caches` when given."
     if hasattr(model, "_next_logits"):               # GPT, TransformerLM: the head runs on the last position only
         return model._next_logits(ids, caches, 0 if caches is None else caches[0].length)
-    return model(_wrap(ids)).data[:, -1, :]
+    return model(as_tensor(ids)).data[:, -1, :]
 
 
 def _as_prompts(prompt_tokens, vocab_size):

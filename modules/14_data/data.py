@@ -104,7 +104,7 @@ def _sha256(path):
     return h.hexdigest()
 
 
-def _write_atomic(path, write):
+def write_atomic(path, write):
     "Write a file through `write(f)` under a temporary name, then rename it (readable as the umask allows)."
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -145,7 +145,7 @@ def download_tiny_shakespeare(cache=None, url=None, timeout=30):
         f.write(data)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, download)
+        write_atomic(path, download)
     except DataError:
         raise
     except (urllib.error.URLError, OSError, ValueError) as e:
@@ -211,9 +211,9 @@ def prepare_data(text, tokenizer, directory, val_fraction=0.1):
         ids = np.asarray(tokenizer.encode(part), dtype=np.int64)
         if ids.size and ids.max() >= 1 << (8 * dtype.itemsize):
             raise DataError(f"token id {ids.max()} does not fit in {dtype.name}")
-        _write_atomic(directory / f"{split}.bin", ids.astype(dtype).tofile)
+        write_atomic(directory / f"{split}.bin", ids.astype(dtype).tofile)
         meta[f"{split}_tokens"] = int(ids.size)
-    _write_atomic(directory / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    write_atomic(directory / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
     return load_data(directory)
 
 

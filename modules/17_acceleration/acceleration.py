@@ -36,7 +36,7 @@ import contextlib
 import math
 
 import numpy as np
-from tinytorch.core.tensor import Tensor, record, register_kernel, KERNELS, _wrap
+from tinytorch.core.tensor import Tensor, record, register_kernel, KERNELS, as_tensor
 from tinytorch.core.autograd import derivative
 
 # %% [markdown]

@@ -42,7 +42,7 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
-from tinytorch.core.tensor import _wrap, get_rng, random_source, set_random_source
+from tinytorch.core.tensor import as_tensor, get_rng, random_source, set_random_source
 from tinytorch.core.autograd import grad, is_grad_enabled, no_grad, set_grad_enabled
 from tinytorch.core.optimizers import Optimizer, clip_grad_norm_
 from tinytorch.training import language_model_loss
@@ -286,7 +286,7 @@ class DataParallel:
         else: sums = self._run([functools.partial(_sum_gradients, part, results) for part in _split_by_size(items, k)])
         for part in sums:
             for p, total in part:
-                if p.grad is None: p.grad = _wrap(total)
+                if p.grad is None: p.grad = as_tensor(total)
                 else: p.grad.data += total
         return sum(loss for loss, _ in results)
         ### END SOLUTION

@@ -9,7 +9,7 @@ __all__ = ['TokenIdRangeError', 'check_ids', 'scatter_add_rows', 'embedding', 'E
 
 # %% ../../modules/08_embeddings/embeddings.py #2
 import numpy as np
-from .tensor import Tensor, record, get_rng, _wrap
+from .tensor import Tensor, record, get_rng, as_tensor
 from .autograd import derivative
 from .layers import Module, Parameter
 
@@ -140,7 +140,7 @@ class SinusoidalPositionalEncoding(Module):
 
     def forward(self, seq_len_or_positions, offset=0):
         positions = _positions(seq_len_or_positions, offset, self.max_seq_len, type(self).__name__)
-        return _wrap(np.take(self.encoding.data, positions, axis=0))
+        return as_tensor(np.take(self.encoding.data, positions, axis=0))
 
     def extra_repr(self):
         return f"{self.max_seq_len}, {self.embedding_dim}"

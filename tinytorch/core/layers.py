@@ -17,7 +17,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
-from .tensor import Tensor, record, replaceable, get_rng, _wrap, DEFAULT_DTYPE
+from .tensor import Tensor, record, replaceable, get_rng, as_tensor, DEFAULT_DTYPE
 from .autograd import derivative
 
 # %% ../../modules/04_layers/layers.py #5
@@ -67,7 +67,7 @@ class Module:
 
     def register_buffer(self, name, value, persistent=True):
         "Register non-trainable state (saved in the state dict when `persistent`)."
-        value = value if isinstance(value, Tensor) or value is None else _wrap(np.asarray(value))
+        value = value if isinstance(value, Tensor) or value is None else as_tensor(np.asarray(value))
         self._buffers[name] = value
         if persistent: self._persistent.add(name)
         object.__setattr__(self, name, value)

@@ -8,7 +8,7 @@ __all__ = ['Optimizer', 'SGD', 'Adam', 'AdamW', 'clip_grad_norm_', 'CosineWarmup
 # %% ../../modules/06_optimizers/optimizers.py #3
 import math
 import numpy as np
-from .tensor import Tensor, _wrap
+from .tensor import Tensor, as_tensor
 
 # %% ../../modules/06_optimizers/optimizers.py #5
 def _validate(cond, message):
@@ -268,7 +268,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     max_norm, norm_type = float(max_norm), float(norm_type)
     if max_norm < 0: raise ValueError(f"max_norm must be >= 0, got {max_norm}")
     grads = [p.grad.data for p in parameters if p.grad is not None]
-    if not grads: return _wrap(np.array(0.0, dtype=np.float32))
+    if not grads: return as_tensor(np.array(0.0, dtype=np.float32))
     # hint: total = the norm of the per-gradient norms; if max_norm / (total + 1e-6) < 1, multiply every gradient by it
     if norm_type == 2.0:                      # the usual case, through BLAS: |g|^2 = g . g, summed in float64
         dtype = np.result_type(*grads)
@@ -283,7 +283,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     clip_coef = float(max_norm / (total + 1e-6))
     if clip_coef < 1.0:
         for g in grads: g *= clip_coef
-    return _wrap(np.asarray(total))
+    return as_tensor(np.asarray(total))
 
 # %% ../../modules/06_optimizers/optimizers.py #20
 class CosineWarmupSchedule:

@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -214,6 +215,9 @@ def _make_config(training, preset, resume_ckpt, given):
 
 def _train(preset: str, out: Optional[Path], resume: Optional[Path], overwrite: bool, sample_tokens: int,
            progress: bool, no_memory_check: bool, **hyper):
+    # A diverging run overflows in NumPy (also in worker threads, where np.errstate does not reach); the trainer
+    # reports it in one line, so NumPy's floating-point warnings would only bury that line.
+    warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
     training = _import("training")
     given = {k: v for k, v in hyper.items() if v is not None}
     if sample_tokens < 0:
@@ -227,6 +231,8 @@ def _train(preset: str, out: Optional[Path], resume: Optional[Path], overwrite: 
         return
     tok = ckpt["tokenizer"] if ckpt is not None else None
     vocab = (tok and len(tok.get("chars") or tok.get("lengths", ()))) or (256 if config.tokenizer == "char" else 50257)
+    _check_memory(8 * (sample_tokens + config.context_length), f"--sample-tokens {sample_tokens:,} (a buffer of 8 bytes "
+                  "a token)", "Ask for fewer tokens (0: no sample)", no_memory_check)
     weights, activations = training_memory(config, vocab)
     _check_memory(weights + activations + 8 * (sample_tokens + config.context_length),
                   f"training this model (parameters and AdamW state {_gib(weights)}, activations for batch "

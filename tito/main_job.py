@@ -215,9 +215,6 @@ def _make_config(training, preset, resume_ckpt, given):
 
 def _train(preset: str, out: Optional[Path], resume: Optional[Path], overwrite: bool, sample_tokens: int,
            progress: bool, no_memory_check: bool, **hyper):
-    # A diverging run overflows in NumPy (also in worker threads, where np.errstate does not reach); the trainer
-    # reports it in one line, so NumPy's floating-point warnings would only bury that line.
-    warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
     training = _import("training")
     given = {k: v for k, v in hyper.items() if v is not None}
     if sample_tokens < 0:
@@ -287,6 +284,9 @@ def train_cmd(**kwargs):
     """Train a character-level GPT (default: on Python's standard library source, about 3 minutes on 2 cores)."""
     kwargs["out"] = kwargs["out"] if kwargs.get("out") is not None else kwargs.pop("out_dir", None)
     kwargs.pop("out_dir", None)
+    # A diverging run overflows in NumPy (also in worker threads, where np.errstate does not reach); the trainer
+    # reports it in one line, so NumPy's floating-point warnings would only bury that line.
+    warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
     try:
         _train(**kwargs)
     except typer.Exit:

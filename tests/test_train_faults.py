@@ -201,6 +201,41 @@ def test_full_disk_names_the_file_and_keeps_the_previous_checkpoint(tmp_path, co
 
 
 @pytest.mark.slow                                # real tito processes: a few seconds each
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE and SIGXFSZ as on Linux")
+def test_a_file_size_limit_in_a_real_run_keeps_every_file_whole(tmp_path, corpus):
+    code, out = tito(tmp_path, "train", "--data", corpus, "--out", "run", *FAST, "--max-iters", "2", "--eval-interval", "2")
+    assert code == 0, out
+    run = tmp_path / "run"
+    assert (run / "ckpt.npz").stat().st_size > 200_000 > (run / "data" / "train.bin").stat().st_size
+
+    def limit():                                    # writes past 200 kB fail with EFBIG, as on a full disk
+        import resource, signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+    r = subprocess.run([sys.executable, "-m", "tito", "train", "--resume", "run", "--max-iters", "4", "--no-progress",
+                        "--sample-tokens", "0"], cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                       timeout=TIMEOUT, preexec_fn=limit)
+    assert one_line_error(r.returncode, r.stdout + r.stderr) == ("could not write the checkpoint run/ckpt.npz at "
+                                                                 "step 4: File too large; the previous checkpoint "
+                                                                 "(step 2) is intact")
+    assert runs.load_checkpoint(run)["step"] == 2
+    json.loads((run / "history.json").read_text())
+    assert sorted(p.name for p in run.rglob("*.tmp")) == []
+
+
+def test_foreign_files_named_as_checkpoints(tmp_path):
+    from tinytorch.core.layers import CheckpointError, load
+    np.save(tmp_path / "array.npy", np.arange(5.0))
+    (tmp_path / "array.npy").rename(tmp_path / "ckpt.npz")
+    (tmp_path / "notes.npz").write_text("hello, I am a text file\n")
+    for read in (load, runs.load_checkpoint):
+        with pytest.raises(CheckpointError, match=r"ckpt.npz is a single NumPy array \(.npy\), not a tinytorch checkpoint"):
+            read(tmp_path / "ckpt.npz")
+        with pytest.raises(CheckpointError, match="notes.npz is not a tinytorch checkpoint: it is a text file"):
+            read(tmp_path / "notes.npz")
+
+
+@pytest.mark.slow                                # real tito processes: a few seconds each
 def test_two_trainers_never_share_a_folder(tmp_path, corpus, monkeypatch):
     monkeypatch.chdir(tmp_path)
     runs.run(_tiny_config(max_iters=2, lr_decay_iters=2), tmp_path / "run", log=lambda *a: None, progress="none")

@@ -89,6 +89,7 @@ def run_cli(monkeypatch, tmp_path):
     (["--max-iters", "0"], ["--max-iters must be at least 1", "got 0"]),
     (["--batch-size", "0"], ["--batch-size must be a positive integer"]),
     (["--sample-tokens", "-1"], ["--sample-tokens must be >= 0"]),
+    (["--threads", "100000"], ["--threads 100000 is far more than this machine's", "(0: one per core)"]),
 ])
 def test_bad_training_flags(run_cli, corpus, flags, needles):
     last = one_line_error(*run_cli("train", "--data", corpus, "--out", "run", *FAST, *flags), *needles)

@@ -189,6 +189,10 @@ def _build_config(training, preset, resume_ckpt, given):
     for field, value in given.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise JobError(f"{_flag_of(field)} must be a finite number, got {value}")
+    cores = os.cpu_count() or 1
+    if given.get("threads", 0) > 8 * cores:        # each thread gets a slice of the batch and of the optimizer step
+        raise JobError(f"--threads {given['threads']} is far more than this machine's {cores} cores; give at most "
+                       f"{8 * cores} (0: one per core)")
     if "max_iters" in given and given["max_iters"] < (1 if resume_ckpt is None else 0):
         raise JobError(f"--max-iters must be at least 1 (the number of optimizer steps to train), got {given['max_iters']}")
     try:

@@ -403,7 +403,10 @@ def _generate(checkpoint: Optional[Path], prompt: str, max_new_tokens: int, temp
         if len(ids) != 1:
             raise JobError(f"--stop {s!r} is {len(ids)} tokens; a stop token must be exactly one token")
         stop_ids.append(ids[0])
-    generation.sampling_probs([0.0], temperature, top_k, top_p)     # check the sampling options before printing
+    try:                                                             # check the sampling options before printing
+        generation.sampling_probs([0.0], temperature, top_k, top_p)
+    except ValueError as e:
+        raise JobError(re.sub(r"^(temperature|top_k|top_p)\b", lambda m: "--" + m[1].replace("_", "-"), str(e))) from None
     for n in range(num_samples):
         if num_samples > 1:
             _say(f"--- sample {n + 1} of {num_samples}")

@@ -82,7 +82,7 @@ def run_cli(monkeypatch, tmp_path):
 
 
 # ------------------------------------------------------------------------------ flags ----
-@pytest.mark.parametrize("flags, needles", [
+BAD_FLAGS = [
     (["--grad-clip", "nan"], ["--grad-clip must be a finite number, got nan"]),
     (["--lr", "inf"], ["--learning-rate (--lr) must be a finite number, got inf"]),
     (["--seed", "-1"], ["--seed must be an integer >= 0, got -1"]),
@@ -90,11 +90,22 @@ def run_cli(monkeypatch, tmp_path):
     (["--batch-size", "0"], ["--batch-size must be a positive integer"]),
     (["--sample-tokens", "-1"], ["--sample-tokens must be >= 0"]),
     (["--threads", "100000"], ["--threads 100000 is far more than this machine's", "(0: one per core)"]),
-])
+]
+
+
+@pytest.mark.parametrize("flags, needles", BAD_FLAGS)
 def test_bad_training_flags(run_cli, corpus, flags, needles):
     last = one_line_error(*run_cli("train", "--data", corpus, "--out", "run", *FAST, *flags), *needles)
     assert "lr_decay_iters" not in last and "warmup_iters" not in last         # never blame what the user did not set
     assert not Path("run", "ckpt.npz").exists()
+
+
+@pytest.mark.slow                                # real tito processes: a few seconds each
+def test_bad_training_flags_in_real_processes(tmp_path, corpus):
+    "The same cases through the console script's process: exit code 1, one line on stderr, no traceback."
+    for flags, needles in BAD_FLAGS:
+        one_line_error(*tito(tmp_path, "train", "--data", corpus, "--out", "run", *FAST, *flags), *needles)
+    assert not (tmp_path / "run" / "ckpt.npz").exists()
 
 
 def test_memory_estimates_refuse_before_allocating(run_cli, corpus, monkeypatch):

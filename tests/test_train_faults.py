@@ -108,6 +108,17 @@ def test_bad_training_flags_in_real_processes(tmp_path, corpus):
     assert not (tmp_path / "run" / "ckpt.npz").exists()
 
 
+@pytest.mark.parametrize("flags, needles", [
+    (["--max-new-tokens", "-1"], ["--max-new-tokens must be >= 0, got -1"]),
+    (["--num-samples", "0"], ["--num-samples must be at least 1, got 0"]),
+    (["--seed", "-1"], ["--seed must be an integer >= 0, got -1"]),
+    (["--top-p", "nan"], ["--top-p must be a finite number, got nan"]),
+    (["--temperature", "inf"], ["--temperature must be a finite number, got inf"]),
+])
+def test_bad_generation_flags(run_cli, flags, needles):
+    one_line_error(*run_cli("generate", *flags), *needles)
+
+
 def test_memory_estimates_refuse_before_allocating(run_cli, corpus, monkeypatch):
     from tito import main_job
     monkeypatch.setattr(main_job, "available_memory", lambda: (2 * main_job.GiB, "the test's limit"))

@@ -39,7 +39,7 @@ def test_ci_runs_the_readme_test_command():
     assert re.search(rf"^{re.escape(cmd)}$", ci, re.M), f"{cmd!r} is not a line of .ci/run"
     assert 'pip install -e ".[dev]"' in ci and 'pip install -e ".[dev]"' in (ROOT / "README.md").read_text()
     assert "git status --porcelain -- tinytorch" in ci
-    assert '"$PLAIN/bin/pip" install --quiet --no-compile .' in ci and '"$PLAIN/bin/tito" train' in ci   # no extras
+    assert '"$PLAIN/bin/pip" install --quiet --no-compile "$PLAIN-src"' in ci and '"$PLAIN/bin/tito" train' in ci   # no extras
     assert '"$PLAIN/bin/tito" generate' in ci
 
 

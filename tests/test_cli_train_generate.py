@@ -148,9 +148,9 @@ def test_bad_generation_inputs(run_cli, trained, tmp_path):
     _fails(*run_cli("generate", "--checkpoint", tmp_path / "weights.npz"), "not a training checkpoint")
     _fails(*run_cli("generate", "-c", run, "--prompt", "caf\u00e9"),
            "the prompt cannot be encoded", "character '\u00e9' (U+00E9) at position 3 is not in the vocabulary")
-    _fails(*run_cli("generate", "-c", run, "--top-p", "1.5"), "top_p must be in (0, 1]")
-    _fails(*run_cli("generate", "-c", run, "--temperature", "-1"), "temperature must be a finite number >= 0")
-    _fails(*run_cli("generate", "-c", run, "--top-k", "0"), "top_k must be a positive integer")
+    _fails(*run_cli("generate", "-c", run, "--top-p", "1.5"), "--top-p must be in (0, 1]")
+    _fails(*run_cli("generate", "-c", run, "--temperature", "-1"), "--temperature must be a finite number >= 0")
+    _fails(*run_cli("generate", "-c", run, "--top-k", "0"), "--top-k must be a positive integer")
     _fails(*run_cli("generate", "-c", run, "--stop", "ab"), "a stop token must be exactly one token")
     _fails(*run_cli("generate", "-c", run / "missing"), "missing")
 

@@ -39,6 +39,8 @@ def test_ci_runs_the_readme_test_command():
     assert re.search(rf"^{re.escape(cmd)}$", ci, re.M), f"{cmd!r} is not a line of .ci/run"
     assert 'pip install -e ".[dev]"' in ci and 'pip install -e ".[dev]"' in (ROOT / "README.md").read_text()
     assert "git status --porcelain -- tinytorch" in ci
+    assert '"$PLAIN/bin/pip" install --quiet --no-compile "$PLAIN-src"' in ci and '"$PLAIN/bin/tito" train' in ci   # no extras
+    assert '"$PLAIN/bin/tito" generate' in ci
 
 
 def test_readme_quick_start_runs_the_main_job():
@@ -49,7 +51,8 @@ def test_readme_quick_start_runs_the_main_job():
 def test_pyproject_packaging():
     cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())
     proj = cfg["project"]
-    assert [re.split(r"[<>=!~ ]", d)[0] for d in proj["dependencies"]] == ["numpy", "typer", "rich"]   # the engine: NumPy; the CLI: typer, rich
+    # the engine: NumPy; the CLI: typer, rich; threadpoolctl keeps tito train's BLAS threads from oversubscribing
+    assert [re.split(r"[<>=!~ ]", d)[0] for d in proj["dependencies"]] == ["numpy", "typer", "rich", "threadpoolctl"]
     assert proj["scripts"]["tito"] == "tito.__main__:main"
     extras = proj["optional-dependencies"]
     assert "nbdev==2.4.14" in extras["toolchain"] and "execnb==0.1.18" in extras["toolchain"]

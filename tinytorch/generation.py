@@ -16,11 +16,11 @@ def _is_real(x): return isinstance(x, (int, float, np.integer, np.floating)) and
 
 def _check_sampling_args(temperature, top_k, top_p):
     if not _is_real(temperature) or not temperature >= 0 or temperature == float("inf"):
-        raise ValueError(f"temperature must be a finite number >= 0 (0 means greedy), got {temperature}")
+        raise ValueError(f"temperature must be a finite number >= 0 (0 means greedy), got {temperature!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
     if top_p is not None and (not _is_real(top_p) or not 0.0 < top_p <= 1.0):
-        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
+        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
 
 
 def _logits_rows(logits):
@@ -200,6 +200,8 @@ def generate(model, prompt_tokens, max_new_tokens=50, temperature=1.0, top_k=Non
     prompts, single = _as_prompts(prompt_tokens, getattr(model, "vocab_size", None))
     if seed is not None and rng is not None:
         raise ValueError("give either seed or rng, not both")
+    if seed is not None and (isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise ValueError(f"seed must be an integer >= 0 or None, got {seed!r}")
     rng = np.random.default_rng(seed) if seed is not None else (rng if rng is not None else get_rng())
     stop = _stop_ids(stop_tokens, getattr(model, "vocab_size", None))
 

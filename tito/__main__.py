@@ -8,6 +8,17 @@ import sys
 TOOLCHAIN = {"nbdev", "execnb", "fastcore", "ghapi", "jupytext", "pytest", "xdist", "hypothesis", "nbformat"}
 
 
+def _typer_swallowed_ctrl_c(exc):
+    "Whether this exit is typer turning a KeyboardInterrupt into a silent exit 130 (raise Exit(130) from it)."
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            return True
+        exc = exc.__context__
+    return False
+
+
 def main():
     try:
         from .cli import main as cli_main
@@ -15,6 +26,10 @@ def main():
     except KeyboardInterrupt:
         sys.stderr.write("\nInterrupted.\n")
         sys.exit(130)
+    except SystemExit as e:
+        if e.code == 130 and _typer_swallowed_ctrl_c(e):      # Ctrl-C while typer parsed the flags: it exits silently
+            sys.stderr.write("\nInterrupted.\n")
+        raise
     except ModuleNotFoundError as e:
         top = (e.name or "").split(".")[0]
         command = " ".join(a for a in sys.argv[1:3] if not a.startswith("-")) or "this command"

@@ -72,6 +72,7 @@ def export_cmd(
 ):
     """Export the module notebooks into the tinytorch package (nbdev)."""
     from .export import ExportError, export, plan_export
+    from .journal import LockBusy, transaction
     from .learner import LearnerError, package_sources
 
     project = _project()
@@ -90,7 +91,6 @@ def export_cmd(
         if check:
             res = plan_export(chosen, sources=sources, root=project)
         else:
-            from .journal import LockBusy, transaction
             with transaction(project, "tito export", on_wait=_waiting) as txn:
                 res = export(chosen, sources=sources, root=project)
                 txn.commit()

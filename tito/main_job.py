@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -188,6 +189,10 @@ def _build_config(training, preset, resume_ckpt, given):
     for field, value in given.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise JobError(f"{_flag_of(field)} must be a finite number, got {value}")
+    cores = os.cpu_count() or 1
+    if given.get("threads", 0) > 8 * cores:        # each thread gets a slice of the batch and of the optimizer step
+        raise JobError(f"--threads {given['threads']} is far more than this machine's {cores} cores; give at most "
+                       f"{8 * cores} (0: one per core)")
     if "max_iters" in given and given["max_iters"] < (1 if resume_ckpt is None else 0):
         raise JobError(f"--max-iters must be at least 1 (the number of optimizer steps to train), got {given['max_iters']}")
     try:
@@ -227,6 +232,8 @@ def _train(preset: str, out: Optional[Path], resume: Optional[Path], overwrite: 
         return
     tok = ckpt["tokenizer"] if ckpt is not None else None
     vocab = (tok and len(tok.get("chars") or tok.get("lengths", ()))) or (256 if config.tokenizer == "char" else 50257)
+    _check_memory(8 * (sample_tokens + config.context_length), f"--sample-tokens {sample_tokens:,} (a buffer of 8 bytes "
+                  "a token)", "Ask for fewer tokens (0: no sample)", no_memory_check)
     weights, activations = training_memory(config, vocab)
     _check_memory(weights + activations + 8 * (sample_tokens + config.context_length),
                   f"training this model (parameters and AdamW state {_gib(weights)}, activations for batch "
@@ -281,6 +288,9 @@ def train_cmd(**kwargs):
     """Train a character-level GPT (default: on Python's standard library source, about 3 minutes on 2 cores)."""
     kwargs["out"] = kwargs["out"] if kwargs.get("out") is not None else kwargs.pop("out_dir", None)
     kwargs.pop("out_dir", None)
+    # A diverging run overflows in NumPy (also in worker threads, where np.errstate does not reach); the trainer
+    # reports it in one line, so NumPy's floating-point warnings would only bury that line.
+    warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
     try:
         _train(**kwargs)
     except typer.Exit:
@@ -393,7 +403,10 @@ def _generate(checkpoint: Optional[Path], prompt: str, max_new_tokens: int, temp
         if len(ids) != 1:
             raise JobError(f"--stop {s!r} is {len(ids)} tokens; a stop token must be exactly one token")
         stop_ids.append(ids[0])
-    generation.sampling_probs([0.0], temperature, top_k, top_p)     # check the sampling options before printing
+    try:                                                             # check the sampling options before printing
+        generation.sampling_probs([0.0], temperature, top_k, top_p)
+    except ValueError as e:
+        raise JobError(re.sub(r"^(temperature|top_k|top_p)\b", lambda m: "--" + m[1].replace("_", "-"), str(e))) from None
     for n in range(num_samples):
         if num_samples > 1:
             _say(f"--- sample {n + 1} of {num_samples}")

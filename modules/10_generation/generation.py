@@ -73,11 +73,11 @@ def _is_real(x): return isinstance(x, (int, float, np.integer, np.floating)) and
 
 def _check_sampling_args(temperature, top_k, top_p):
     if not _is_real(temperature) or not temperature >= 0 or temperature == float("inf"):
-        raise ValueError(f"temperature must be a finite number >= 0 (0 means greedy), got {temperature}")
+        raise ValueError(f"temperature must be a finite number >= 0 (0 means greedy), got {temperature!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
     if top_p is not None and (not _is_real(top_p) or not 0.0 < top_p <= 1.0):
-        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
+        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
 
 
 def _logits_rows(logits):
@@ -191,6 +191,8 @@ def test_sampling_errors():
         sample_next_token(np.zeros(3), top_k=0)
     with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\] or None, got 1.5"):
         sample_next_token(np.zeros(3), top_p=1.5)
+    with pytest.raises(ValueError, match=r"temperature must be a finite number >= 0 \(0 means greedy\), got '1'"):
+        sample_next_token(np.zeros(3), temperature="1")
     with pytest.raises(ValueError, match="logits contain NaN"):
         sample_next_token(np.array([0.0, np.nan]))
     with pytest.raises(ValueError, match=r"logits must have shape \(vocab_size,\) or \(batch, vocab_size\), got \(1, 2, 3\)"):
@@ -399,6 +401,8 @@ def generate(model, prompt_tokens, max_new_tokens=50, temperature=1.0, top_k=Non
     prompts, single = _as_prompts(prompt_tokens, getattr(model, "vocab_size", None))
     if seed is not None and rng is not None:
         raise ValueError("give either seed or rng, not both")
+    if seed is not None and (isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise ValueError(f"seed must be an integer >= 0 or None, got {seed!r}")
     rng = np.random.default_rng(seed) if seed is not None else (rng if rng is not None else get_rng())
     stop = _stop_ids(stop_tokens, getattr(model, "vocab_size", None))
 
@@ -483,6 +487,12 @@ def test_stop_tokens_and_stream():
     stop = out[4]
     assert generate(model, [5], 15, temperature=1.0, seed=3, stop_tokens=[stop]) == out[:out.index(stop, 1) + 1]
     assert list(generate(model, [5], 15, temperature=1.0, seed=3, stream=True)) == out[1:]
+    with pytest.raises(TypeError, match="stop_tokens must be token ids, got the string 'a'"):
+        generate(model, [5], 3, stop_tokens="a")
+    with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 0, got True"):
+        generate(model, [5], True)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0 or None, got '1'"):
+        generate(model, [5], 3, seed="1")
 
 def test_greedy_follows_the_argmax():
     model = _tiny_lm()

@@ -425,8 +425,8 @@ def check_tokens(tokens, vocab_size, max_seq_len, who):
                          f"got shape {ids.shape}")
     unbatched = ids.ndim == 1
     ids = ids.reshape(1, -1) if unbatched else ids
-    if ids.shape[1] == 0:
-        raise ValueError(f"{who}: tokens must hold at least one position; got shape {ids.shape}")
+    if 0 in ids.shape:
+        raise ValueError(f"{who}: tokens must hold at least one sequence of at least one position; got shape {ids.shape}")
     if max_seq_len is not None and ids.shape[1] > max_seq_len:
         raise ValueError(f"{who}: sequence length {ids.shape[1]} exceeds max_seq_len {max_seq_len}; "
                          f"crop the context to the last {max_seq_len} tokens")
@@ -643,6 +643,8 @@ def test_gpt_errors():
         model(np.zeros((1, 2, 3), dtype=np.int64))
     with pytest.raises(TypeError, match="tokens must be integer token ids, got dtype float32"):
         model(Tensor([[1.0, 2.0]]))
+    with pytest.raises(ValueError, match=r"at least one sequence of at least one position; got shape \(0, 4\)"):
+        model(np.zeros((0, 4), dtype=np.int64), np.zeros((0, 4), dtype=np.int64))
     with pytest.raises(ValueError, match=r"targets of shape \(1, 3\) do not match tokens of shape \(1, 2\)"):
         model(np.array([[1, 2]]), targets=np.array([[1, 2, 3]]))
 

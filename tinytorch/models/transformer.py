@@ -218,8 +218,8 @@ def check_tokens(tokens, vocab_size, max_seq_len, who):
                          f"got shape {ids.shape}")
     unbatched = ids.ndim == 1
     ids = ids.reshape(1, -1) if unbatched else ids
-    if ids.shape[1] == 0:
-        raise ValueError(f"{who}: tokens must hold at least one position; got shape {ids.shape}")
+    if 0 in ids.shape:
+        raise ValueError(f"{who}: tokens must hold at least one sequence of at least one position; got shape {ids.shape}")
     if max_seq_len is not None and ids.shape[1] > max_seq_len:
         raise ValueError(f"{who}: sequence length {ids.shape[1]} exceeds max_seq_len {max_seq_len}; "
                          f"crop the context to the last {max_seq_len} tokens")

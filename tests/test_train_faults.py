@@ -214,7 +214,7 @@ def test_full_disk_names_the_file_and_keeps_the_previous_checkpoint(tmp_path, co
     def read_only(path, write):                     # history.json and the plot then fail too: a later error
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
     monkeypatch.setitem(saving, "save", save_fills_the_disk)
-    monkeypatch.setitem(writing, "_write_atomic", read_only)
+    monkeypatch.setitem(writing, "write_atomic", read_only)
     with pytest.raises(training.RunFolderError) as e:
         runs.run(_tiny_config(), tmp_path / "run", log=logged.append, progress="none")
     assert str(e.value) == (f"could not write the checkpoint {tmp_path / 'run' / 'ckpt.npz'} at step 4: No space left "

@@ -1,6 +1,6 @@
 """The Tensor's forward behaviour: dtypes, creation, randomness, operators, broadcasting, indexing, errors.
 
-Gradients are tested in tests/test_02_autograd.py; here every op's forward result is compared
+Gradients are tested in tests/test_03_autograd.py; here every op's forward result is compared
 with NumPy or PyTorch, and every error is checked with its message.
 """
 import re

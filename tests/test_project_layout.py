@@ -118,7 +118,7 @@ def _package_imports(text):
 
 def test_no_module_imports_a_later_one():
     """A chapter works with only the chapters before it. A method may hand over to a later
-    chapter when it is called (GPT.save_pretrained imports module 13 inside the method);
+    chapter when it is called (GPT.save_pretrained imports module 14 inside the method);
     nothing at module level may."""
     from tito.project import Project
     modules = Project(ROOT).modules()

@@ -420,7 +420,7 @@ def test_wrong_saved_values_fail_in_module_1(tmp_path, monkeypatch, cli, capfd):
     out = capfd.readouterr().out
     assert r.exit_code == 1
     assert "FAILED workspace/01_tensor/tensor.py::test_arithmetic_records" in out
-    assert "mul: saved (); module 02's rule needs (a, b)" in out
+    assert "mul: saved (); module 03's rule needs (a, b)" in out
     assert re.search(r"1 failed, \d+ passed", out)
     ws.write_text(reference)
     assert cli("module", "test", "1", "-k", "records").exit_code == 0

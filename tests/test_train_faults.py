@@ -19,7 +19,7 @@ from tinytorch.generation import generate
 from tinytorch.models.transformer import GPT
 from tinytorch.training import TrainConfig, Trainer, TrainingDiverged, python_stdlib_corpus
 
-try:                                             # runs and checkpoint files: module 16 when it exists, else 15
+try:                                             # runs and checkpoint files: module 17 when it exists, else 16
     from tinytorch import checkpoints as runs
 except ImportError:
     runs = training

@@ -37,7 +37,7 @@ from .core import autograd
 from .core.autograd import no_grad, enable_grad, set_grad_enabled, is_grad_enabled, gradcheck
 from .core.layers import save, load
 
-# Module 17's fused kernels replace the textbook functions they are tested equal to: this is
+# Module 18's fused kernels replace the textbook functions they are tested equal to: this is
 # the one place they are switched on. TINYTORCH_KERNELS=textbook runs the textbook code.
 import os as _os
 from . import accel

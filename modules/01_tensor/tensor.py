@@ -17,7 +17,7 @@
 # A deep-learning framework is two things: an array library and a way to differentiate
 # programs written with it. This module builds the first half. A `Tensor` wraps a NumPy
 # array; every op computes its result with NumPy and hands it to one small function,
-# `record`, which decides whether the op must be remembered for the backward pass. Module 02
+# `record`, which decides whether the op must be remembered for the backward pass. Module 03
 # writes the derivative of each op and the engine that walks the recorded graph.
 #
 # Design choices, each for a reason:
@@ -27,12 +27,12 @@
 # - **Python numbers stay weak.** `x * 0.5` on a float32 tensor stays float32 (NumPy 2's
 #   promotion rules), so a stray scalar never turns a model into float64.
 # - **One dispatcher, one table.** `record(op, data, inputs, saved)` looks up the op's
-#   derivative rule in `DERIVATIVES`, which module 02 fills, the way PyTorch's
+#   derivative rule in `DERIVATIVES`, which module 03 fills, the way PyTorch's
 #   `derivatives.yaml` pairs each op with its gradient formula. This module never imports
-#   module 02, so dependencies point one way only.
+#   module 03, so dependencies point one way only.
 #
 # **How to test.** You write the ops. Each docstring says what to compute and what to
-# `record` (the op name and the saved values module 02 needs). In Jupyter, the `run_tests`
+# `record` (the op name and the saved values module 03 needs). In Jupyter, the `run_tests`
 # cell after each group prints PASS, FAIL (with the reason) or TODO per test. From the shell,
 # `tito module test 1` runs the notebook's tests, and `tito module complete 1` exports your
 # code into `tinytorch` and runs `tests/test_01_tensor.py` (forward values against PyTorch).
@@ -174,12 +174,12 @@ def as_tensor(data):
 # `saved`, the values the rule will need. Otherwise the output is a plain leaf and nothing is
 # kept alive: this is what makes `no_grad` inference cheap.
 #
-# **The contract with module 02.** Module 02's rule for an op receives exactly the saved
+# **The contract with module 03.** Module 03's rule for an op receives exactly the saved
 # values, in order: the rule for `"mul"` is `rule(g, a, b)`, so `mul` must save
 # `(a.data, b.data)`; `sub(x, 2.0)` records `"add_scalar"`, because subtracting a constant has
 # the derivative of adding one. Each op's docstring states its op name and saved values, and
 # each group's `test_*_records` test checks them with `check_record` below, so a wrong
-# contract fails here, not in module 02.
+# contract fails here, not in module 03.
 #
 # Whether gradients are enabled is per thread (`threading.local`), as in PyTorch: a thread
 # that evaluates under `no_grad` never switches recording off for a thread that trains.
@@ -227,14 +227,14 @@ import pytest
 from tito.notebook import run_tests
 
 def _stand_in_rule(g, *saved):
-    raise AssertionError("a stand-in derivative rule: module 02 writes the real ones")
+    raise AssertionError("a stand-in derivative rule: module 03 writes the real ones")
 
 class _AnyRule(dict):
     def get(self, op, default=None): return super().get(op) or _stand_in_rule
 
 @contextlib.contextmanager
 def stand_in_rules():
-    "Let `record` keep a node for any op name before module 02 has filled `DERIVATIVES`."
+    "Let `record` keep a node for any op name before module 03 has filled `DERIVATIVES`."
     g = record.__globals__
     real = g["DERIVATIVES"]
     g["DERIVATIVES"] = _AnyRule(real)
@@ -256,7 +256,7 @@ def _leaf(x):
 
 def check_record(out, op, inputs, expected, /, **saved):
     """`out` must be what `record(op, data, inputs, saved)` returned: that op name, the input tensors themselves,
-    data equal to `expected`, and the saved values named as module 02's rule for `op` names them."""
+    data equal to `expected`, and the saved values named as module 03's rule for `op` names them."""
     assert isinstance(out, Tensor), f"{op}: returned a {type(out).__name__}; return the Tensor that record() makes"
     node = out._node
     assert node is not None, f"{op}: nothing was recorded; return record({op!r}, data, inputs, saved)"
@@ -266,7 +266,7 @@ def check_record(out, op, inputs, expected, /, **saved):
     assert _same(out.data, np.asarray(expected)), f"{op}: data {out.data} differs from the expected {expected}"
     want = f"({', '.join(saved)})" if saved else "nothing"
     assert isinstance(node.saved, (tuple, list)) and len(node.saved) == len(saved), \
-        f"{op}: saved {node.saved!r}; module 02's rule needs {want}"
+        f"{op}: saved {node.saved!r}; module 03's rule needs {want}"
     for k, (name, value) in enumerate(saved.items()):
         assert _same(node.saved[k], value), f"{op}: saved value {k} ({name}) is {node.saved[k]!r}, expected {value!r}"
 
@@ -280,7 +280,7 @@ def test_record_keeps_a_node_only_when_an_input_requires_grad():
 # ## Textbook code and fast kernels
 #
 # What you write in this course is the textbook form of each idea, and autograd derives its
-# backward pass. Module 17 gives the hottest functions (LayerNorm, GELU, softmax,
+# backward pass. Module 18 gives the hottest functions (LayerNorm, GELU, softmax,
 # cross-entropy, attention) *fused kernels*, tested equal to the textbook versions. Marking a
 # package function `@replaceable("name")` lets one explicit `register_kernel("name", kernel)`
 # run a kernel in its place (`None` removes it; `f.textbook` is the textbook version). A
@@ -315,7 +315,7 @@ def replaceable(name):
 # `manual_seed(s)` makes initialisation, dropout and sampling reproducible. The generator is
 # the `generator` attribute of one *random source* object, and `get_rng()` is the only way
 # code reaches it. `set_random_source(source)` is the documented hook for where it lives:
-# module 18 installs a source with one generator per worker thread, so that threads drawing
+# module 19 installs a source with one generator per worker thread, so that threads drawing
 # dropout masks at the same time stay reproducible.
 
 # %%
@@ -601,7 +601,7 @@ def abs(a):
 
 def maximum(a, b):
     """Elementwise maximum, broadcast (either side may be an array: `_tensor_operand`, `_binary`):
-    `record("maximum", out, (a, b), (a.data, b.data))`. Module 02 splits the gradient at ties, like PyTorch."""
+    `record("maximum", out, (a, b), (a.data, b.data))`. Module 03 splits the gradient at ties, like PyTorch."""
     ### BEGIN SOLUTION
     a, b = _tensor_operand(a), _tensor_operand(b)
     return record("maximum", _binary("maximum", np.maximum, a, b), (a, b), (a.data, b.data))
@@ -907,7 +907,7 @@ run_tests("test_shape_records", "test_shape_errors")
 #
 # `t[idx]` accepts everything NumPy does: ints, slices, `None`, `...`, boolean masks and
 # integer arrays (a *gather*). In the backward pass a gather must *add* the gradients of
-# repeated indices (`t[[0, 0]]` uses row 0 twice), which is why module 02 uses
+# repeated indices (`t[[0, 0]]` uses row 0 twice), which is why module 03 uses
 # `np.add.at` there and a plain assignment for basic slicing.
 #
 # `cat` joins tensors along an existing axis, `stack` along a new one, `split` cuts one

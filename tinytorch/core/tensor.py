@@ -378,7 +378,7 @@ def abs(a):
 
 def maximum(a, b):
     """Elementwise maximum, broadcast (either side may be an array: `_tensor_operand`, `_binary`):
-    `record("maximum", out, (a, b), (a.data, b.data))`. Module 02 splits the gradient at ties, like PyTorch."""
+    `record("maximum", out, (a, b), (a.data, b.data))`. Module 03 splits the gradient at ties, like PyTorch."""
     a, b = _tensor_operand(a), _tensor_operand(b)
     return record("maximum", _binary("maximum", np.maximum, a, b), (a, b), (a.data, b.data))
 

@@ -18,7 +18,7 @@ from hypothesis import given, settings, strategies as st
 import hypothesis.extra.numpy as hnp
 
 from tinytorch import Tensor, no_grad
-from tinytorch.core import tensor as T
+from tinytorch.core import tensor as T, ops as O
 from tinytorch.core.autograd import (GradcheckError, enable_grad, grad, gradcheck, is_grad_enabled,
                                      set_grad_enabled)
 from tinytorch.core.tensor import DERIVATIVES
@@ -219,7 +219,7 @@ for _op in TORCH_REDUCE:
          lambda x, _op=_op: _th_reduce(_op, x, 1, True), ((2, 3, 4),))
     case(f"{_op} 1-d", lambda x, _op=_op: getattr(x, _op)(), lambda x, _op=_op: _th_reduce(_op, x, None, False),
          ((7,),))
-    case(f"{_op} module fn", lambda x, _op=_op: getattr(T, _op)(x, -2),
+    case(f"{_op} module fn", lambda x, _op=_op: getattr(O, _op)(x, -2),
          lambda x, _op=_op: _th_reduce(_op, x, -2, False), ((2, 3, 4),))
 for _op in ("max", "min"):             # ties share the gradient evenly, like torch.amax / torch.amin
     for _axis in (None, 0, (1, 2), -1):
@@ -258,7 +258,7 @@ SHAPE_OPS = {
     "expand -1": (lambda x: x.expand(-1, 5), lambda x: x.expand(-1, 5), (3, 1)),
     "expand tuple": (lambda x: x.expand((2, 3, 4)), lambda x: x.expand((2, 3, 4)), (1, 4)),
     "broadcast_to": (lambda x: x.broadcast_to((2, 3, 4)), lambda x: x.broadcast_to((2, 3, 4)), (3, 1)),
-    "broadcast_to module fn": (lambda x: T.broadcast_to(x, 2, 4), lambda x: torch.broadcast_to(x, (2, 4)), ()),
+    "broadcast_to module fn": (lambda x: O.broadcast_to(x, 2, 4), lambda x: torch.broadcast_to(x, (2, 4)), ()),
     "squeeze all": (lambda x: x.squeeze(), lambda x: x.squeeze(), (1, 3, 1, 4)),
     "squeeze 0": (lambda x: x.squeeze(0), lambda x: x.squeeze(0), (1, 3, 1, 4)),
     "squeeze -2": (lambda x: x.squeeze(-2), lambda x: x.squeeze(-2), (1, 3, 1, 4)),
@@ -300,37 +300,37 @@ for _name, _idx in INDICES.items():
          exact=True)
 
 COND = np.array([[True], [False], [True]])
-case("cat axis=1", lambda a, b: T.cat([a, b], axis=1), lambda a, b: torch.cat([a, b], dim=1), ((2, 3), (2, 4)),
+case("cat axis=1", lambda a, b: O.cat([a, b], axis=1), lambda a, b: torch.cat([a, b], dim=1), ((2, 3), (2, 4)),
      exact=True)
-case("cat dim=-1 three", lambda a, b, c: T.cat([a, b, c], dim=-1), lambda a, b, c: torch.cat([a, b, c], dim=-1),
+case("cat dim=-1 three", lambda a, b, c: O.cat([a, b, c], dim=-1), lambda a, b, c: torch.cat([a, b, c], dim=-1),
      ((2, 1, 3), (2, 1, 2), (2, 1, 1)), exact=True)
-case("concatenate axis 0", lambda a, b: T.concatenate((a, b)), lambda a, b: torch.cat((a, b)),
+case("concatenate axis 0", lambda a, b: O.concatenate((a, b)), lambda a, b: torch.cat((a, b)),
      ((1, 3), (2, 3)), exact=True)
-case("cat same tensor", lambda a: T.cat([a, a * 2.0, a], axis=0), lambda a: torch.cat([a, a * 2.0, a]), ((2, 3),))
+case("cat same tensor", lambda a: O.cat([a, a * 2.0, a], axis=0), lambda a: torch.cat([a, a * 2.0, a]), ((2, 3),))
 for _axis in (0, 1, -1):
-    case(f"stack axis={_axis}", lambda a, b, c, _x=_axis: T.stack([a, b, c], axis=_x),
+    case(f"stack axis={_axis}", lambda a, b, c, _x=_axis: O.stack([a, b, c], axis=_x),
          lambda a, b, c, _x=_axis: torch.stack([a, b, c], dim=_x), ((2, 3),) * 3, exact=True)
-case("stack dim=", lambda a, b: T.stack((a, b), dim=2), lambda a, b: torch.stack((a, b), dim=2),
+case("stack dim=", lambda a, b: O.stack((a, b), dim=2), lambda a, b: torch.stack((a, b), dim=2),
      ((2, 3), (2, 3)), exact=True)
-case("split int", lambda x: T.cat([p * (i + 1.0) for i, p in enumerate(T.split(x, 2, dim=1))], dim=1),
+case("split int", lambda x: O.cat([p * (i + 1.0) for i, p in enumerate(O.split(x, 2, dim=1))], dim=1),
      lambda x: torch.cat([p * (i + 1.0) for i, p in enumerate(torch.split(x, 2, dim=1))], dim=1), ((3, 5),))
-case("split sizes", lambda x: T.cat([p * (i + 1.0) for i, p in enumerate(x.split([1, 3, 1], axis=1))], dim=1),
+case("split sizes", lambda x: O.cat([p * (i + 1.0) for i, p in enumerate(x.split([1, 3, 1], axis=1))], dim=1),
      lambda x: torch.cat([p * (i + 1.0) for i, p in enumerate(x.split([1, 3, 1], dim=1))], dim=1), ((3, 5),))
 case("split one piece used", lambda x: x.split([1, 3, 1], dim=1)[1], lambda x: x.split([1, 3, 1], dim=1)[1],
      ((3, 5),), exact=True)
-case("split axis 0 last piece", lambda x: T.split(x, 3)[-1], lambda x: torch.split(x, 3)[-1], ((7, 2),),
+case("split axis 0 last piece", lambda x: O.split(x, 3)[-1], lambda x: torch.split(x, 3)[-1], ((7, 2),),
      exact=True)
-case("where", lambda a, b: T.where(COND, a, b), lambda a, b: torch.where(torch.from_numpy(COND), a, b),
+case("where", lambda a, b: O.where(COND, a, b), lambda a, b: torch.where(torch.from_numpy(COND), a, b),
      ((3, 4), (3, 4)), exact=True)
-case("where broadcast", lambda a, b: T.where(COND, a, b), lambda a, b: torch.where(torch.from_numpy(COND), a, b),
+case("where broadcast", lambda a, b: O.where(COND, a, b), lambda a, b: torch.where(torch.from_numpy(COND), a, b),
      ((3, 4), (4,)))
-case("where scalar b", lambda a: T.where(Tensor(COND), a, 0.0),
+case("where scalar b", lambda a: O.where(Tensor(COND), a, 0.0),
      lambda a: torch.where(torch.from_numpy(COND), a, 0.0), ((3, 4),), exact=True)
-case("where scalar a", lambda b: T.where(COND, 1.5, b), lambda b: torch.where(torch.from_numpy(COND), 1.5, b),
+case("where scalar a", lambda b: O.where(COND, 1.5, b), lambda b: torch.where(torch.from_numpy(COND), 1.5, b),
      ((1, 4),))
 case("masked_fill", lambda a: a.masked_fill(MASK[:3, :4], -2.0),
      lambda a: a.masked_fill(torch.from_numpy(MASK[:3, :4]), -2.0), ((3, 4),), exact=True)
-case("masked_fill broadcast mask", lambda a: T.masked_fill(a, Tensor(MASK[0, :4]), 7),
+case("masked_fill broadcast mask", lambda a: O.masked_fill(a, Tensor(MASK[0, :4]), 7),
      lambda a: a.masked_fill(torch.from_numpy(MASK[0, :4]), 7), ((3, 4),), exact=True)
 case("masked_fill -inf", lambda a: a.masked_fill(MASK[:3, :4], float("-inf")),
      lambda a: a.masked_fill(torch.from_numpy(MASK[:3, :4]), float("-inf")), ((3, 4),), exact=True, smooth=False)
@@ -338,7 +338,7 @@ case("composite", lambda a, b, c: ((a @ b).tanh() * c).sum(axis=1).mean() + (a *
      lambda a, b, c: ((a @ b).tanh() * c).sum(dim=1).mean() + (a * a).amax(), ((3, 4), (4, 5), (5,)))
 case("diamond", lambda x: (lambda a, b: a * b + a)(x * 2.0, x.exp()),
      lambda x: (lambda a, b: a * b + a)(x * 2.0, x.exp()), ((3,),))
-case("used twice", lambda x: x * x + x @ x + T.cat([x, x]).sum(),
+case("used twice", lambda x: x * x + x @ x + O.cat([x, x]).sum(),
      lambda x: x * x + x @ x + torch.cat([x, x]).sum(), ((4, 4),))
 
 SMOOTH = sorted(n for n, c in CASES.items() if c[5])
@@ -760,7 +760,7 @@ def test_comparisons_are_not_differentiable():
         assert mask.dtype == np.bool_ and not mask.requires_grad and mask._node is None
         with pytest.raises(TypeError, match="only floating-point tensors can require gradients.*bool"):
             mask.requires_grad = True
-    y = T.where(x > 0, x, x * 0.1)      # a mask still routes gradients through where
+    y = O.where(x > 0, x, x * 0.1)      # a mask still routes gradients through where
     y.sum().backward()
     assert np.allclose(x.grad.data, [1.0, 0.1, 1.0])
 
@@ -871,18 +871,19 @@ def test_long_chain_is_iterative_and_linear():
 
 
 
-def test_module_01_checks_the_saved_values_every_rule_reads():
-    "Module 01's check_record calls name, for every op of this module, the values its rule takes, in order."
+def test_modules_01_and_02_check_the_saved_values_every_rule_reads():
+    "The check_record calls of modules 01 and 02 name, for every op of this module, the values its rule takes, in order."
     import ast
     import inspect
     from pathlib import Path
-    text = (Path(__file__).resolve().parent.parent / "modules" / "01_tensor" / "tensor.py").read_text(encoding="utf-8")
+    modules = Path(__file__).resolve().parent.parent / "modules"
     checked = {}
-    for node in ast.walk(ast.parse(text)):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "check_record":
-            checked.setdefault(node.args[1].value, set()).add(tuple(k.arg for k in node.keywords))
+    for notebook in (modules / "01_tensor" / "tensor.py", modules / "02_ops" / "ops.py"):
+        for node in ast.walk(ast.parse(notebook.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "check_record":
+                checked.setdefault(node.args[1].value, set()).add(tuple(k.arg for k in node.keywords))
     rules = {op: rule for op, rule in DERIVATIVES.items() if rule.__module__ == "tinytorch.core.autograd"}
-    assert sorted(set(rules) - set(checked)) == [], "ops whose record contract module 01 does not check"
+    assert sorted(set(rules) - set(checked)) == [], "ops whose record contract modules 01 and 02 do not check"
     for op, rule in rules.items():
         wanted = tuple(inspect.signature(rule).parameters)[1:]
-        assert checked[op] == {wanted}, f"{op}: module 01 checks saved values {checked[op]}, the rule takes {wanted}"
+        assert checked[op] == {wanted}, f"{op}: modules 01 and 02 check saved values {checked[op]}, the rule takes {wanted}"

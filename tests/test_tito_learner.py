@@ -304,12 +304,12 @@ def test_stub_of_a_registered_rule_names_its_case_and_stems_match_whole_words():
     assert "catches" not in stub.split("implement _cat_rows")[1].split("\n")[0]
 
 
-def test_every_stub_of_modules_1_and_2_names_its_tests():
-    for mod in REAL.modules()[:2]:
+def test_every_stub_of_modules_1_to_3_names_its_tests():
+    for mod in REAL.modules()[:3]:
         stub, n = make_stub(mod.notebook.read_text(encoding="utf-8"), mod, REAL.rel(mod.notebook),
                             {REAL.rel(t): t.read_text(encoding="utf-8") for t in REAL.package_tests(mod)})
         msgs = re.findall(r"raise NotImplementedError\((['\"].*implement.*)\)", stub)
-        assert len(msgs) == n > 30
+        assert len(msgs) == n > 15
         vague = [m for m in msgs if "checked by the tests of this module" in m]
         assert not vague, vague
         text = mod.notebook.read_text(encoding="utf-8")

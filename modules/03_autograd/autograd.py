@@ -14,8 +14,8 @@
 # # 03 Autograd
 # > Derivative rules for every op, and the engine that runs the chain rule backwards through a graph.
 #
-# In module 01 every op ended with `record(op, data, inputs, saved)`. When an input needs a
-# gradient, that call leaves behind a `Node`, so a computation such as
+# In modules 01 and 02 every op ended with `record(op, data, inputs, saved)`. When an input
+# needs a gradient, that call leaves behind a `Node`, so a computation such as
 # `loss = ((x @ w) * 2).sum()` leaves a graph: `loss ← sum ← mul_scalar ← matmul ← (x, w)`.
 #
 # Backpropagation is the chain rule applied to that graph in reverse. If `L` is the final
@@ -28,9 +28,9 @@
 # one small function per op, registered in the `DERIVATIVES` table that the dispatcher
 # reads, and the engine that calls them in the right order.
 #
-# **How to test.** Each rule's docstring says what its op saved (module 01's contract) and
-# what to return. The `run_tests` call at the end checks every rule against finite differences
-# and prints PASS, FAIL (where, by how much) or TODO per test. `tito module test 3` runs them
+# **How to test.** Each rule's docstring says what its op saved (the contract of modules 01
+# and 02) and what to return. The `run_tests` call at the end checks every rule against finite
+# differences and prints PASS, FAIL (where, by how much) or TODO per test. `tito module test 3` runs them
 # from the shell; `tito module complete 3` also compares every op with PyTorch in float64.
 
 # %%
@@ -686,7 +686,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, 
 
 # %%
 import pytest
-from tinytorch.core import tensor as T
+from tinytorch.core import tensor as T, ops
 from tito.notebook import run_tests
 
 def _r(*shape, positive=False, seed=0):
@@ -716,11 +716,11 @@ GRADCHECK_CASES = {    # one case per op, named as the op (a few extra cases cov
     "expand": (lambda a: a.expand(2, 3, 4), [_r(3, 1)]),
     "getitem": (lambda a: a[0, 1:] + a[..., None][1, 1:, :, 0] + a[[0, 0, 1], [1, 1, 2]].sum(), [_r(2, 3, 4)]),
     "getitem_mask": (lambda a: a[a.data > 0], [_r(3, 4)]),
-    "cat": (lambda a, b: T.cat([a, b, a], axis=1), [_r(2, 2), _r(2, 3, seed=3)]),
-    "stack": (lambda a, b: T.stack([a, b], -1), [_r(2, 2), _r(2, 2, seed=3)]),
-    "split": (lambda a: T.split(a, 2, dim=1)[1] * T.split(a, [1, 3], dim=1)[1][:, :2], [_r(2, 4)]),
-    "where": (lambda a, b: T.where(a.data > 0, a, b), [_r(2, 3), _r(3)]),
-    "masked_fill": (lambda a: T.masked_fill(a, a.data < 0, 0.0), [_r(2, 3)]),
+    "cat": (lambda a, b: ops.cat([a, b, a], axis=1), [_r(2, 2), _r(2, 3, seed=3)]),
+    "stack": (lambda a, b: ops.stack([a, b], -1), [_r(2, 2), _r(2, 2, seed=3)]),
+    "split": (lambda a: ops.split(a, 2, dim=1)[1] * ops.split(a, [1, 3], dim=1)[1][:, :2], [_r(2, 4)]),
+    "where": (lambda a, b: ops.where(a.data > 0, a, b), [_r(2, 3), _r(3)]),
+    "masked_fill": (lambda a: ops.masked_fill(a, a.data < 0, 0.0), [_r(2, 3)]),
 }
 
 @pytest.mark.parametrize("name", sorted(GRADCHECK_CASES))

@@ -41,7 +41,8 @@
 import warnings
 
 import numpy as np
-from tinytorch.core.tensor import Tensor, record, replaceable, where
+from tinytorch.core.tensor import Tensor, record, replaceable
+from tinytorch.core.ops import where
 from tinytorch.core.autograd import derivative
 from tinytorch.core.activations import log_softmax
 

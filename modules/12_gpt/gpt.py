@@ -59,7 +59,7 @@ from tinytorch import generation
 # \hat x_i = \frac{x_i-\mu}{\sqrt{\sigma^2+\varepsilon}},\qquad y_i = \gamma_i \hat x_i + \beta_i .$$
 #
 # The variance is the biased one (divide by $D$, `correction=0`), as in PyTorch. We write it
-# with module 01's ops, `mean`, `var`, `sqrt`, and autograd derives the backward pass.
+# with tensor ops (`mean`, `var`, `sqrt`), and autograd derives the backward pass.
 # Inputs of lower precision than float32 (float16) are normalised in float32 and the result
 # is cast back, as PyTorch does: `cast` is a one-line op whose gradient is the incoming
 # gradient cast back to the input's dtype. Module 18 replaces `layer_norm` by a fused kernel

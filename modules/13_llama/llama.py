@@ -29,7 +29,8 @@ import math
 import numpy as np
 from collections import OrderedDict
 
-from tinytorch.core.tensor import Tensor, replaceable, get_rng, cat, DEFAULT_DTYPE
+from tinytorch.core.tensor import Tensor, replaceable, get_rng, DEFAULT_DTYPE
+from tinytorch.core.ops import cat
 from tinytorch.core.autograd import no_grad, is_grad_enabled
 from tinytorch.core.activations import silu
 from tinytorch.core.layers import Module, Parameter, Linear, ModuleList, StateDictError, linear
@@ -55,7 +56,7 @@ def _t(*shape, seed=0, dtype=np.float64, scale=1.0):
 #
 # $$y_i = \gamma_i\,\frac{x_i}{\mathrm{RMS}(x)},\qquad \mathrm{RMS}(x) = \sqrt{\tfrac1D\textstyle\sum_i x_i^2 + \varepsilon}.$$
 #
-# It is cheaper than LayerNorm and works as well in practice. Written with module 01's ops
+# It is cheaper than LayerNorm and works as well in practice. Written with tensor ops
 # (`*`, `mean`, `sqrt`, `/`), autograd derives its backward pass; module 18 replaces it by a
 # fused kernel whose gradient is LayerNorm's without the mean term.
 #

@@ -9,7 +9,8 @@ __all__ = ['check_cross_entropy', 'cross_entropy', 'mse_loss', 'CrossEntropyLoss
 import warnings
 
 import numpy as np
-from .tensor import Tensor, record, replaceable, where
+from .tensor import Tensor, record, replaceable
+from .ops import where
 from .autograd import derivative
 from .activations import log_softmax
 

@@ -12,7 +12,8 @@ import math
 import numpy as np
 from collections import OrderedDict
 
-from ..core.tensor import Tensor, replaceable, get_rng, cat, DEFAULT_DTYPE
+from ..core.tensor import Tensor, replaceable, get_rng, DEFAULT_DTYPE
+from ..core.ops import cat
 from ..core.autograd import no_grad, is_grad_enabled
 from ..core.activations import silu
 from ..core.layers import Module, Parameter, Linear, ModuleList, StateDictError, linear

@@ -194,8 +194,9 @@ def get_batch(data, batch_size, context_length, rng=None):
     "Random windows of `data`: inputs x and next-token targets y, both int64 of shape (batch_size, context_length)."
     # Check the sizes (DataError when the data is shorter than one window), draw the start positions with
     # rng.integers, gather all windows with one fancy index, split them into x and y.
-    if batch_size < 1 or context_length < 1:
-        raise ValueError(f"batch_size and context_length must be positive, got {batch_size} and {context_length}")
+    for name, size in (("batch_size", batch_size), ("context_length", context_length)):
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            raise ValueError(f"{name} must be a positive integer, got {size!r}")
     n = len(data)
     if n < context_length + 1:
         raise DataError(f"the data has {n:,} tokens, too few for context_length {context_length}: a training "

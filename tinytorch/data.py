@@ -136,7 +136,9 @@ def load_text(source=DEFAULT_CORPUS):
         return text
     path = tiny_shakespeare() if source == "shakespeare" else Path(source).expanduser()
     if not path.is_file():
-        raise DataError(f"no such file: {source} (give a text file, 'shakespeare' or '{STDLIB_CORPUS}')")
+        problem = (f"{source} is a folder" if path.is_dir() else f"{source} is not a regular file" if path.exists()
+                   else f"no such file: {source}")
+        raise DataError(f"{problem} (give a text file, 'shakespeare' or '{STDLIB_CORPUS}')")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:

@@ -169,7 +169,9 @@ def load_text(source=DEFAULT_CORPUS):
         return text
     path = tiny_shakespeare() if source == "shakespeare" else Path(source).expanduser()
     if not path.is_file():
-        raise DataError(f"no such file: {source} (give a text file, 'shakespeare' or '{STDLIB_CORPUS}')")
+        problem = (f"{source} is a folder" if path.is_dir() else f"{source} is not a regular file" if path.exists()
+                   else f"no such file: {source}")
+        raise DataError(f"{problem} (give a text file, 'shakespeare' or '{STDLIB_CORPUS}')")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -316,6 +318,10 @@ def test_load_text_errors(tmp_path):
         load_text(tmp_path / "empty.txt")
     with pytest.raises(DataError, match="no such file"):
         load_text(tmp_path / "missing.txt")
+    with pytest.raises(DataError, match="is a folder"):
+        load_text(tmp_path)
+    with pytest.raises(DataError, match="is not a regular file"):
+        load_text(os.devnull)
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(DataError, match="not UTF-8"):
         load_text(tmp_path / "bin.txt")

@@ -95,7 +95,7 @@ def torch_copy(torch, model):
 
 def load_model(checkpoint):
     if checkpoint:
-        from tinytorch.training import model_from_checkpoint
+        from tinytorch.checkpoints import model_from_checkpoint
         model, _, _ = model_from_checkpoint(checkpoint)
         if model.config.max_seq_len < max(CONTEXTS) or not model.config.bias:
             raise SystemExit(f"{checkpoint}: the benchmark needs max_seq_len >= {max(CONTEXTS)} and biases "

@@ -32,7 +32,8 @@ import numpy as np
 
 from benchmarks._common import RESULTS, environment, pause, print_environment, torch_or_none, write_results
 from tinytorch.generation import generate
-from tinytorch.training import evaluate_loss, get_batch, get_preset, model_from_checkpoint, run
+from tinytorch.checkpoints import evaluate_loss, model_from_checkpoint, run
+from tinytorch.training import get_batch, get_preset
 
 TARGET_VAL_LOSS = 1.88
 NANOGPT_VAL_LOSS = 1.8857

@@ -1,13 +1,15 @@
-"""Module 10 building blocks against PyTorch: LayerNorm, RMSNorm, the fused GELU MLP, SwiGLU,
+"""Module 11 building blocks against PyTorch: LayerNorm, RMSNorm, the fused GELU MLP, SwiGLU,
 parameter counts against Hugging Face (built on torch's meta device, nothing allocated),
-and gradchecks of every module on small shapes."""
+gradchecks of every module on small shapes; and the given code of module 11: GPTConfig,
+GPT.generate's sampling options, the parameter and attention-memory tables."""
 import numpy as np
 import pytest
 
 from tinytorch.core.tensor import Tensor, manual_seed
 from tinytorch.core.autograd import gradcheck
 from tinytorch.models.transformer import (LayerNorm, MLP, TransformerBlock, GPT, layer_norm, linear_gelu, GPTConfig,
-                                          count_parameters, parameter_breakdown, GPT2_PRESETS)
+                                          count_parameters, parameter_breakdown, GPT2_PRESETS, analyze_attention_memory,
+                                          analyze_parameter_scaling, attention_memory_bytes)
 from tinytorch.models.llama import RMSNorm, SwiGLU, rms_norm, swiglu, swiglu_hidden_dim
 
 torch = pytest.importorskip("torch")
@@ -204,3 +206,53 @@ def test_count_parameters_equals_hugging_face(name):
     assert parts["position_embedding"] == hf.transformer.wpe.weight.numel()
     assert parts["attention"] == sum(p.numel() for b in hf.transformer.h for p in b.attn.parameters())
     assert parts["mlp"] == sum(p.numel() for b in hf.transformer.h for p in b.mlp.parameters())
+
+
+def _tiny_gpt(seed=0, **kw):
+    manual_seed(seed)
+    return GPT(**{**dict(vocab_size=11, embed_dim=8, num_layers=2, num_heads=2, max_seq_len=6), **kw}).double()
+
+
+def test_config_presets_and_validation():
+    cfg = GPTConfig.gpt2_medium(dropout_prob=0.1)
+    assert (cfg.embed_dim, cfg.num_layers, cfg.num_heads, cfg.dropout_prob, cfg.head_dim) == (1024, 24, 16, 0.1, 64)
+    assert GPTConfig.from_dict(cfg.to_dict()) == cfg and GPTConfig.shakespeare_char().vocab_size == 65
+    with pytest.raises(ValueError, match="embed_dim 100 is not divisible by num_heads 3"):
+        GPTConfig(embed_dim=100, num_heads=3)
+    with pytest.raises(ValueError, match="num_layers must be a positive integer, got 0"):
+        GPTConfig(num_layers=0)
+    with pytest.raises(ValueError, match=r"unknown keys \['n_embd'\]"):
+        GPTConfig.from_dict({"n_embd": 3})
+
+
+def test_generate_sampling_is_reproducible_and_respects_top_k():
+    model = _tiny_gpt(seed=4)
+    a = model.generate([[1, 2]], 5, temperature=1.0, seed=7)
+    assert np.array_equal(a.data, model.generate([[1, 2]], 5, temperature=1.0, seed=7).data)
+    assert np.array_equal(model.generate([[1, 2]], 5, top_k=1, seed=1).data, model.generate([[1, 2]], 5, temperature=0).data)
+    assert np.array_equal(model.generate([[1, 2]], 5, top_p=1e-9, seed=1).data, model.generate([[1, 2]], 5, temperature=0).data)
+
+
+def test_generate_keeps_mode_and_checks_arguments():
+    model = _tiny_gpt()
+    model.train()
+    model.generate([[1]], 2)
+    assert model.training
+    with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
+        model.generate([[1]], 2, temperature=-1.0)
+    with pytest.raises(ValueError, match="top_k must be a positive integer or None, got 0"):
+        model.generate([[1]], 2, top_k=0)
+    with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 0, got -1"):
+        model.generate([[1]], -1)
+    with pytest.raises(ValueError, match="GPT.generate: token id 11 is out of range"):
+        model.generate([[11]], 1)
+    with pytest.raises(ValueError, match="give either seed or rng, not both"):
+        model.generate([[1]], 1, seed=0, rng=np.random.default_rng(0))
+
+
+def test_scaling_and_memory_tables():
+    rows = analyze_parameter_scaling(print_table=False)
+    assert [r["name"] for r in rows] == list(GPT2_PRESETS) and rows[-1]["total"] == 1_557_611_200
+    assert attention_memory_bytes(1, 1024, 12) == 48 * 2**20
+    assert attention_memory_bytes(2, 10, 3, np.float64) == 2 * 3 * 100 * 8
+    assert analyze_attention_memory((1024,), print_table=False)[0]["all_layers_MiB"] == 12 * 48.0

@@ -16,7 +16,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from tinytorch import training
+from tinytorch import checkpoints, training
 from tinytorch.core.layers import CheckpointError
 from tinytorch.core.tensor import manual_seed
 from tinytorch.text.tokenization import CharTokenizer
@@ -148,7 +148,7 @@ def test_fuzzed_checkpoints_load_or_raise_checkpoint_error(tmp_path, real_checkp
         data = data() if callable(data) else data
         path.write_bytes(data)
         try:
-            training.model_from_checkpoint(training.load_checkpoint(path))
+            checkpoints.model_from_checkpoint(checkpoints.load_checkpoint(path))
             outcomes["model"] += 1
         except CheckpointError as e:
             assert str(e) and "\n" not in str(e), (i, str(e))
@@ -161,24 +161,24 @@ def test_fuzzed_checkpoints_load_or_raise_checkpoint_error(tmp_path, real_checkp
     assert total >= 1000, outcomes                                     # two parts: over 2,000 files in all
     assert outcomes["CheckpointError"] > 0.75 * total and outcomes["model"] > 0, outcomes
     path.write_bytes(raw)
-    assert training.model_from_checkpoint(training.load_checkpoint(path))[2].embed_dim == 8   # the original loads
+    assert checkpoints.model_from_checkpoint(checkpoints.load_checkpoint(path))[2].embed_dim == 8   # the original loads
 
 
 def test_nan_weights_and_untied_head_are_refused(tmp_path, real_checkpoint):
     raw, members, meta = real_checkpoint
-    ckpt = training.load_checkpoint(_write(tmp_path / "ok.npz", raw))
+    ckpt = checkpoints.load_checkpoint(_write(tmp_path / "ok.npz", raw))
     for key in ("token_embedding.weight", "lm_head.weight"):
         bad = dict(ckpt)
         bad["model"] = dict(ckpt["model"]); bad["model"][key] = ckpt["model"][key].copy()
         bad["model"][key][0, 0] = np.nan
         with pytest.raises(CheckpointError, match=rf"model\.{key.replace('.', '[.]')} holds NaN"):
-            training.model_from_checkpoint(bad)
+            checkpoints.model_from_checkpoint(bad)
         bad["model"][key][0, 0] = 0.123
         with pytest.raises(CheckpointError, match="lm_head.weight differs from token_embedding.weight"):
-            training.model_from_checkpoint(bad)
+            checkpoints.model_from_checkpoint(bad)
     big = dict(ckpt, config={**ckpt["config"], "embed_dim": 200000, "num_heads": 2})
     with pytest.raises(CheckpointError, match=r"declares [\d,]+ parameters, the file holds"):
-        training.model_from_checkpoint(big)
+        checkpoints.model_from_checkpoint(big)
 
 
 def _write(path, data):

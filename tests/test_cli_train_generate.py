@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import tinytorch
-from tinytorch import training
+from tinytorch import checkpoints
 from tinytorch import data as tdata
 from tinytorch.core.layers import save
 from tinytorch.training import TrainConfig, python_stdlib_corpus
@@ -77,7 +77,7 @@ def test_train_then_generate(run_cli, trained):
     assert first.startswith("def ") and len(first.rstrip("\n")) >= 30
     assert run_cli(*args, "--seed", "3")[1] == first                                 # the seed fixes the sample
     code, greedy = run_cli("generate", "-c", run / "ckpt.npz", "-p", "def ", "-n", "25", "--temperature", "0")
-    model, tok, _ = training.model_from_checkpoint(run)
+    model, tok, _ = checkpoints.model_from_checkpoint(run)
     from tinytorch.generation import generate
     assert greedy == tok.decode(generate(model, tok.encode("def "), 25, temperature=0)) + "\n"
     code, two = run_cli("generate", "-c", run, "-n", "10", "--num-samples", "2", "--seed", "1", "--top-p", "0.9")
@@ -182,7 +182,7 @@ def test_ctrl_c_saves_and_resume_continues(tmp_path, corpus):
     assert p.returncode == 130, text
     assert "Traceback" not in text and "Interrupted: checkpoint of step" in text
     assert f"Continue with: tito train --resume {out}" in text
-    step = training.load_checkpoint(out)["step"]
+    step = checkpoints.load_checkpoint(out)["step"]
     assert step >= 5
     r = subprocess.run([sys.executable, "-m", "tito", "train", "--resume", str(out), "--max-iters", str(step + 3),
                         "--sample-tokens", "0"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)

@@ -1,6 +1,6 @@
 """``tito train`` and ``tito generate``: the main job.
 
-The work is done by the package (``tinytorch.training``, ``tinytorch.generation``); this
+The work is done by the package (``tinytorch.training``, ``tinytorch.checkpoints``, ``tinytorch.generation``); this
 file turns flags into a configuration, prints what happens, and turns every foreseeable
 problem (bad data, bad checkpoint, bad prompt, a diverging loss, Ctrl-C) into a clear
 message and an exit code instead of a traceback. tinytorch is imported only when a
@@ -198,7 +198,7 @@ def _build_config(training, preset, resume_ckpt, given):
 
 def _make_config(training, preset, resume_ckpt, given):
     if resume_ckpt is not None:
-        return training.resume_config(resume_ckpt["config"], **given)
+        return _import("checkpoints").resume_config(resume_ckpt["config"], **given)
     base = training.PRESETS.get(preset)
     if base is None:
         raise JobError(f"unknown preset {preset!r}; presets: {', '.join(training.PRESETS)}")
@@ -214,11 +214,11 @@ def _make_config(training, preset, resume_ckpt, given):
 
 def _train(preset: str, out: Optional[Path], resume: Optional[Path], overwrite: bool, sample_tokens: int,
            progress: bool, no_memory_check: bool, **hyper):
-    training = _import("training")
+    training, checkpoints = _import("training"), _import("checkpoints")
     given = {k: v for k, v in hyper.items() if v is not None}
     if sample_tokens < 0:
         raise JobError(f"--sample-tokens must be >= 0 (0: no sample), got {sample_tokens}")
-    ckpt = training.load_checkpoint(resume) if resume is not None else None
+    ckpt = checkpoints.load_checkpoint(resume) if resume is not None else None
     config = _build_config(training, preset, ckpt, given)
     if ckpt is not None and ckpt["step"] >= config.max_iters:
         _say(f"{ckpt['path']} is a finished run: it has trained {ckpt['step']} of {config.max_iters} steps, so there "
@@ -246,7 +246,7 @@ def _train(preset: str, out: Optional[Path], resume: Optional[Path], overwrite: 
     _say(f"{what} {kind} on {config.data} ({'preset ' + preset if ckpt is None else 'checkpoint'}), "
          f"{config.max_iters} steps; output in {out_dir}")
     parallel = _import("parallel")
-    trainer, result = training.run(config, out_dir, resume=ckpt["path"] if ckpt else None, log=_say,
+    trainer, result = checkpoints.run(config, out_dir, resume=ckpt["path"] if ckpt else None, log=_say,
                                    progress="auto" if progress else "none", overwrite=ckpt is not None or overwrite,
                                    runner=lambda model: parallel.DataParallel(model, config.threads))
     if result.status == "interrupted":
@@ -263,7 +263,7 @@ def _train(preset: str, out: Optional[Path], resume: Optional[Path], overwrite: 
              f"tito generate --checkpoint {out_dir}")
         _say("-" * 60)
         generation = _import("generation")
-        model, tokenizer, _ = training.model_from_checkpoint(out_dir / "ckpt.npz")
+        model, tokenizer, _ = checkpoints.model_from_checkpoint(out_dir / "ckpt.npz")
         prompt = "def " if config.data == "python-stdlib" and config.tokenizer == "char" else ""
         sys.stdout.write(prompt)
         text = _stream(generation, model, tokenizer,
@@ -271,7 +271,7 @@ def _train(preset: str, out: Optional[Path], resume: Optional[Path], overwrite: 
                        sample_tokens, 0.8, 200, None, config.seed, ())
         _say("-" * 60)
         try:
-            training._write_atomic(out_dir / "sample.txt", lambda f: f.write((prompt + text).encode("utf-8")))
+            checkpoints._write_atomic(out_dir / "sample.txt", lambda f: f.write((prompt + text).encode("utf-8")))
         except OSError as e:
             raise JobError(f"could not write {out_dir / 'sample.txt'}: {e.strerror or e} (the checkpoint is saved)") from None
     _say(f"{time.perf_counter() - _STARTED:.0f} s in all (setup, training, evaluation, files and sample)")
@@ -377,9 +377,9 @@ def _generate(checkpoint: Optional[Path], prompt: str, max_new_tokens: int, temp
             raise JobError(f"{flag} must be a finite number, got {value}")
     _check_memory(8 * (max_new_tokens + len(prompt) + 1), f"--max-new-tokens {max_new_tokens:,} (a buffer of 8 bytes a token)",
                   "Ask for fewer tokens", no_memory_check)
-    training = _import("training")
+    checkpoints = _import("checkpoints")
     generation = _import("generation")
-    model, tokenizer = _model_to_generate(training, checkpoint, hf)
+    model, tokenizer = _model_to_generate(checkpoints, checkpoint, hf)
     try:
         prompt_ids = tokenizer.encode(prompt) if prompt else _default_prompt(tokenizer)
     except (KeyError, ValueError) as e:
@@ -455,7 +455,7 @@ def _load_hf_folder(hf, name_or_path):
     return hf.from_pretrained(folder), hf.tokenizer_from_pretrained(folder)
 
 
-def _model_to_generate(training, checkpoint, hf_name):
+def _model_to_generate(checkpoints, checkpoint, hf_name):
     """(model, tokenizer): --hf's folder, else --checkpoint, else the newest runs/*/ckpt.npz, else the shipped model."""
     if hf_name is not None:
         if checkpoint is not None:
@@ -470,7 +470,7 @@ def _model_to_generate(training, checkpoint, hf_name):
             raise JobError("no checkpoint found under runs/: train one with 'tito train', or pass --checkpoint PATH")
         checkpoint = found[-1]
         _console(stderr=True).print(f"(checkpoint {checkpoint})")
-    model, tokenizer, _ = training.model_from_checkpoint(training.load_checkpoint(checkpoint))
+    model, tokenizer, _ = checkpoints.model_from_checkpoint(checkpoints.load_checkpoint(checkpoint))
     return model, tokenizer
 
 
@@ -481,7 +481,7 @@ def export_hf_cmd(
 ):
     """Write a trained model as a Hugging Face GPT-2 folder (config.json, model.safetensors, tokenizer files)."""
     try:
-        training = _import("training")
+        checkpoints = _import("checkpoints")
         hf = _hf_module()
         if directory.exists():
             if not directory.is_dir():
@@ -490,7 +490,7 @@ def export_hf_cmd(
                 raise JobError(f"{directory} already holds a model; replace it with --overwrite or choose another folder")
             if any(directory.iterdir()) and not (directory / "config.json").exists():
                 raise JobError(f"{directory} is not empty and holds no model; choose an empty or new folder")
-        model, tokenizer, _ = training.model_from_checkpoint(training.load_checkpoint(run))
+        model, tokenizer, _ = checkpoints.model_from_checkpoint(checkpoints.load_checkpoint(run))
         hf.save_pretrained(model, directory, tokenizer)
         _say(f"Wrote {directory}: " + ", ".join(sorted(p.name for p in directory.iterdir())))
         _say(f"Load it with GPT.from_pretrained('{directory}') or transformers' "

@@ -27,10 +27,12 @@
 # | `softmax`, `log_softmax` | eˣⁱ / Σⱼ eˣʲ and its log | attention weights, the output distribution |
 #
 # `relu`, `sigmoid` and `tanh` are already ops of the engine (module 01 computes them,
-# module 02 differentiates them). The others are written here as **fused ops**: one call to
-# `record`, one graph node, a backward rule written by hand. Composing GELU from primitive
-# ops would record about ten nodes, keep ten intermediate arrays alive until backward, and
-# run ten Python-level rules; the fused op keeps one or two arrays and runs one rule.
+# module 02 differentiates them), and so is `erf` once this module defines it. The others
+# are written here in their **textbook form**: composed from those ops, so autograd derives
+# their backward passes. Module 17 gives GELU, SiLU, softmax and log-softmax a fused kernel
+# each (one graph node, a backward rule written by hand), tested equal to the code here: the
+# composed form records five to ten nodes and keeps each one's temporary array alive until
+# backward, which makes it several times slower on the large activations of a transformer.
 #
 # Every function has a parameter-free layer form (`ReLU()`, `GELU(approximate="tanh")`,
 # `Softmax(dim=-1)`, ...) that can be placed in a `Sequential` like any layer.
@@ -48,7 +50,7 @@
 #| export
 import math
 import numpy as np
-from tinytorch.core.tensor import Tensor, record
+from tinytorch.core.tensor import Tensor, record, replaceable
 from tinytorch.core import tensor as _T
 from tinytorch.core.autograd import derivative
 
@@ -61,7 +63,7 @@ from tinytorch.core.autograd import derivative
 
 # %%
 #| export
-def _float_data(x, op):
+def float_data(x, op):
     "The array inside `x`, after checking that `x` is a floating-point Tensor."
     if not isinstance(x, Tensor):
         raise TypeError(f"{op}: expected a Tensor, got {type(x).__name__}")
@@ -70,7 +72,7 @@ def _float_data(x, op):
     return x.data
 
 
-def _softmax_axis(x, axis, dim, op):
+def softmax_axis(x, axis, dim, op):
     "Normalise axis/dim to a non-negative axis of `x`, or raise naming the shape."
     if dim is not None: axis = dim
     if not isinstance(axis, (int, np.integer)) or not -x.ndim <= axis < x.ndim:
@@ -225,7 +227,7 @@ def _erf_float32(x):
     return np.clip(out, -1.0, 1.0, out=out)
 
 
-def _erf(x):
+def erf_array(x):
     "erf of a floating-point array, in its dtype (float16 is computed in float32)."
     if x.dtype == np.float64: return _erf_float64(x)
     if x.dtype == np.float32: return _erf_float32(x)
@@ -242,8 +244,8 @@ _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
 def erf(x):
     "The error function (2/sqrt(pi)) * integral of exp(-t^2) from 0 to x, elementwise."
-    data = _float_data(x, "erf")
-    return record("erf", _erf(data), (x,), (data,))
+    data = float_data(x, "erf")
+    return record("erf", erf_array(data), (x,), (data,))
 
 
 @derivative("erf")
@@ -292,81 +294,38 @@ def test_erf_gradient():
 #
 # GPT-2 used a cheaper approximation, and checkpoints trained with it expect it:
 #
-# $$\mathrm{GELU}_{\tanh}(x) = \tfrac12 x\,(1 + \tanh u), \quad u = \sqrt{2/\pi}\,(x + 0.044715\,x^3),$$
-# $$\mathrm{GELU}_{\tanh}'(x) = \tfrac12\,(1 + \tanh u) + \tfrac12\,x\,(1 - \tanh^2 u)\,\sqrt{2/\pi}\,(1 + 3 \cdot 0.044715\,x^2).$$
+# $$\mathrm{GELU}_{\tanh}(x) = \tfrac12 x\,(1 + \tanh u), \quad u = \sqrt{2/\pi}\,(x + 0.044715\,x^3).$$
 #
 # `gelu(x, approximate="none")` is the exact form (PyTorch's default), `approximate="tanh"`
-# the approximation. The tanh form saves tanh u for the backward pass, so the backward needs
-# no transcendental function at all. Two performance details: x³ is `x*x*x` folded into
-# u = x·(c + c·0.044715·x²), never `x ** 3` (a general power is about a hundred times slower
-# in float32), and every step after the first allocation works in place. In the backward,
-# 1 + tanh u is formed before the small second term is added: for x ≪ 0 it is tiny, and
-# adding it last would lose it to rounding.
+# the approximation. Both are a few lines of tensor ops (`erf`, `tanh`, `*`, `+`), and
+# autograd derives the derivative. Write x³ as `x * x * x`: a general power is much slower
+# than two multiplications in float32.
 
 # %%
 #| export
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-_GELU_K = 0.044715
+_GELU_C = 0.044715
 
 
-def _check_approximate(approximate):
+def check_approximate(approximate):
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
 
 
+@replaceable("gelu")
 def gelu(x, approximate="none"):
-    "x * Phi(x) elementwise; `approximate='tanh'` gives GPT-2's tanh approximation."
-    data = _float_data(x, "gelu")
-    _check_approximate(approximate)
+    """x * Phi(x) elementwise; `approximate='tanh'` gives GPT-2's tanh approximation.
+
+    Returns 0.5 * x * (1 + erf(x / sqrt(2))), or with 'tanh' 0.5 * x * (1 + tanh(u)) with
+    u = sqrt(2/pi) * (x + 0.044715 x^3): a tensor of x's shape and dtype, built from tensor ops."""
+    float_data(x, "gelu")
+    check_approximate(approximate)
     ### BEGIN SOLUTION
     if approximate == "none":
-        cdf = _erf(data * _INV_SQRT_2)
-        cdf += 1.0
-        cdf *= 0.5
-        return record("gelu", data * cdf, (x,), (data, cdf))
-    t = data * data
-    t *= _SQRT_2_OVER_PI * _GELU_K
-    t += _SQRT_2_OVER_PI
-    t *= data                                  # u = sqrt(2/pi) (x + 0.044715 x^3)
-    np.tanh(t, out=t)
-    out = t + 1.0
-    out *= data
-    out *= 0.5
-    return record("gelu_tanh", out, (x,), (data, t))
-    ### END SOLUTION
-
-
-@derivative("gelu")
-def _gelu_backward(g, x, cdf):
-    ### BEGIN SOLUTION
-    d = x * x
-    d *= -0.5
-    np.exp(d, out=d)
-    d *= _INV_SQRT_2PI                         # phi(x)
-    d *= x
-    d += cdf
-    d *= g
-    return (d,)
-    ### END SOLUTION
-
-
-@derivative("gelu_tanh")
-def _gelu_tanh_backward(g, x, t):
-    ### BEGIN SOLUTION
-    d = x * x
-    d *= 3.0 * _GELU_K * _SQRT_2_OVER_PI
-    d += _SQRT_2_OVER_PI                       # du/dx
-    d *= x
-    u = t * t
-    np.subtract(1.0, u, out=u)                 # 1 - tanh^2 u
-    d *= u
-    np.add(t, 1.0, out=u)                      # 1 + tanh u first: for x << 0 it is tiny and exact
-    d += u
-    d *= 0.5
-    d *= g
-    return (d,)
+        return 0.5 * x * (1.0 + erf(x * _INV_SQRT_2))
+    u = _SQRT_2_OVER_PI * (x + _GELU_C * x * x * x)
+    return 0.5 * x * (1.0 + u.tanh())
     ### END SOLUTION
 
 # %%
@@ -395,32 +354,17 @@ def test_gelu_errors():
 # %% [markdown]
 # ## SiLU
 #
-# SiLU (also called swish) is x·σ(x), the gate of the SwiGLU feed-forward block. With
-# s = σ(x) saved from the forward pass, its derivative is s + x·s(1 − s) = s(1 + x(1 − s)).
+# SiLU (also called swish) is x·σ(x), the gate of the SwiGLU feed-forward block: one
+# multiplication of two tensors we already have.
 
 # %%
 #| export
+@replaceable("silu")
 def silu(x):
-    "x * sigmoid(x) elementwise."
-    data = _float_data(x, "silu")
+    "x * sigmoid(x) elementwise: a tensor of x's shape and dtype."
+    float_data(x, "silu")
     ### BEGIN SOLUTION
-    s = data * 0.5
-    np.tanh(s, out=s)
-    s += 1.0
-    s *= 0.5                                   # sigmoid(x) = (1 + tanh(x/2)) / 2
-    return record("silu", data * s, (x,), (data, s))
-    ### END SOLUTION
-
-
-@derivative("silu")
-def _silu_backward(g, x, s):
-    ### BEGIN SOLUTION
-    d = np.subtract(1.0, s)
-    d *= x
-    d += 1.0
-    d *= s
-    d *= g
-    return (d,)
+    return x * sigmoid(x)
     ### END SOLUTION
 
 # %%
@@ -446,70 +390,38 @@ def test_silu():
 # (−∞ − (−∞) is undefined), and so do its gradients. We compute that NaN without NumPy
 # warnings. Loud NaN is deliberate: a fully masked row is almost always a bug in the mask.
 #
-# **Backward.** With p = softmax(x) and output gradient g:
-#
-# $$\frac{\partial L}{\partial x_i} = p_i \Big(g_i - \sum_j g_j p_j\Big), \qquad
-#   \text{and for } y = \text{log-softmax}(x):\quad \frac{\partial L}{\partial x_i} = g_i - e^{y_i}\sum_j g_j .$$
-#
-# Both rules need only the forward output, never the input. Sums over the last axis of a
-# contiguous array go through BLAS as a product with a ones vector, which is much faster
-# than `sum(axis=-1)` on short rows (NumPy's reduction has a high cost per row).
+# The maximum is a constant shift, so it is taken from `x.detach()`: no gradient flows
+# through it, and none needs to, since the result does not depend on it.
 
 # %%
 #| export
-def _sum_keepdims(a, axis):
-    "Sum over `axis`, keeping it. Over the last axis of a contiguous array: a BLAS matrix-vector product."
-    if axis == a.ndim - 1 and a.size and a.flags.c_contiguous:
-        n = a.shape[-1]
-        return (a.reshape(-1, n) @ np.ones(n, dtype=a.dtype)).reshape(a.shape[:-1] + (1,))
-    return a.sum(axis=axis, keepdims=True)
-
-
+@replaceable("softmax")
 def softmax(x, axis=-1, *, dim=None):
-    "exp(x) / sum(exp(x)) along `axis` (or `dim`), computed stably."
-    data = _float_data(x, "softmax")
-    axis = _softmax_axis(x, axis, dim, "softmax")
+    """exp(x) / sum(exp(x)) along `axis` (or `dim`), computed stably.
+
+    Returns e / e.sum(axis, keepdims=True) with e = exp(x - m), m the maximum along the axis
+    taken from x.detach(); a row of only -inf gives NaN, without a NumPy warning inside
+    `np.errstate(invalid="ignore")`."""
+    float_data(x, "softmax")
+    axis = softmax_axis(x, axis, dim, "softmax")
     ### BEGIN SOLUTION
     with np.errstate(invalid="ignore"):        # a row of only -inf gives NaN, like PyTorch
-        out = data - data.max(axis=axis, keepdims=True)
-        np.exp(out, out=out)
-        out /= _sum_keepdims(out, axis)
-    return record("softmax", out, (x,), (out, axis))
+        e = (x - x.detach().max(axis=axis, keepdims=True)).exp()
+        return e / e.sum(axis=axis, keepdims=True)
     ### END SOLUTION
 
 
-@derivative("softmax")
-def _softmax_backward(g, out, axis):
-    ### BEGIN SOLUTION
-    gx = g * out
-    dot = _sum_keepdims(gx, axis)
-    np.subtract(g, dot, out=gx)
-    gx *= out
-    return (gx,)
-    ### END SOLUTION
-
-
+@replaceable("log_softmax")
 def log_softmax(x, axis=-1, *, dim=None):
-    "log(softmax(x)) along `axis` (or `dim`), computed without forming softmax."
-    data = _float_data(x, "log_softmax")
-    axis = _softmax_axis(x, axis, dim, "log_softmax")
+    """log(softmax(x)) along `axis` (or `dim`), computed without forming softmax.
+
+    Returns z - log(exp(z).sum(axis, keepdims=True)) with z = x - m, m as in `softmax`."""
+    float_data(x, "log_softmax")
+    axis = softmax_axis(x, axis, dim, "log_softmax")
     ### BEGIN SOLUTION
     with np.errstate(invalid="ignore"):
-        out = data - data.max(axis=axis, keepdims=True)
-        lse = _sum_keepdims(np.exp(out), axis)
-        np.log(lse, out=lse)
-        out -= lse
-    return record("log_softmax", out, (x,), (out, axis))
-    ### END SOLUTION
-
-
-@derivative("log_softmax")
-def _log_softmax_backward(g, out, axis):
-    ### BEGIN SOLUTION
-    gx = np.exp(out)
-    gx *= _sum_keepdims(g, axis)
-    np.subtract(g, gx, out=gx)
-    return (gx,)
+        z = x - x.detach().max(axis=axis, keepdims=True)
+        return z - z.exp().sum(axis=axis, keepdims=True).log()
     ### END SOLUTION
 
 # %%
@@ -604,7 +516,7 @@ class SiLU(_Activation):
 
 class GELU(_Activation):
     def __init__(self, approximate="none"):
-        _check_approximate(approximate)
+        check_approximate(approximate)
         self.approximate = approximate
     def forward(self, x): return gelu(x, self.approximate)
     def extra_repr(self): return f"approximate={self.approximate!r}"

@@ -44,7 +44,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
-from tinytorch.core.tensor import Tensor, record, get_rng, _wrap, DEFAULT_DTYPE
+from tinytorch.core.tensor import Tensor, record, replaceable, get_rng, _wrap, DEFAULT_DTYPE
 from tinytorch.core.autograd import derivative
 
 # %% [markdown]
@@ -306,50 +306,37 @@ def test_module_errors():
 # ## Linear
 #
 # $y = x W^\top + b$ with $W$ of shape `(out_features, in_features)`. The input may have any
-# number of leading dimensions `(..., in_features)`. We flatten them into one so that the
-# whole layer is a single matrix multiplication: a 3-D `matmul` would run one small GEMM per
-# batch row, which is much slower. Backward, with the
-# input flattened to $X$ of shape `(N, in)` and the gradient $G$ of shape `(N, out)`:
-#
-# $$\frac{\partial L}{\partial X} = G W, \qquad \frac{\partial L}{\partial W} = G^\top X, \qquad \frac{\partial L}{\partial b} = \textstyle\sum_n G_n.$$
+# number of leading dimensions `(..., in_features)`; `matmul` and broadcasting handle them,
+# and autograd derives the backward pass ($\partial L/\partial X = G W$, $\partial L/\partial W
+# = G^\top X$, $\partial L/\partial b = \sum_n G_n$ for the rows $X$ and their gradients $G$).
+# Module 17 has a fused kernel for it, tested equal to this code: it flattens the leading
+# dimensions into one GEMM and records one node instead of three (transpose, matmul, add),
+# which saves the temporary arrays and a pass over the output in both directions.
 #
 # Initialisation matches PyTorch: weight and bias uniform in $\pm 1/\sqrt{\text{in\_features}}$.
 
 # %%
 #| export
-def affine_rows(x, weight, bias=None, who="linear"):
-    "Check x against weight; return x as rows X of shape (N, in) and X @ weight.T + bias (one GEMM)."
-    ### BEGIN SOLUTION
+def check_linear_input(x, weight, who="linear"):
+    "Raise a clear error unless x is a floating-point tensor whose last dimension is weight's in_features."
     in_features = weight.shape[1]
     if x.shape[-1:] != (in_features,):
         raise ValueError(f"{who}: input of shape {x.shape} does not match weight of shape {weight.shape}; "
                          f"expected last dimension {in_features}")
     if x.dtype.kind != "f":
         raise TypeError(f"{who}: expected a floating-point input, got dtype {x.dtype} (token ids need an Embedding first)")
-    x2 = x.data.reshape(-1, in_features)
-    out = x2 @ weight.data.T
-    if bias is not None: out += bias.data
-    return x2, out
-    ### END SOLUTION
 
 
+@replaceable("linear")
 def linear(x, weight, bias=None):
-    "y = x @ weight.T + bias over any leading dimensions, as one fused op."
-    ### BEGIN SOLUTION
-    x2, out = affine_rows(x, weight, bias)
-    out = out.reshape(x.shape[:-1] + (weight.shape[0],))
-    inputs = (x, weight) if bias is None else (x, weight, bias)
-    return record("linear", out, inputs, (x2, weight.data, x.shape))
-    ### END SOLUTION
+    """y = x @ weight.T + bias over any leading dimensions.
 
-
-@derivative("linear")
-def _linear_backward(g, x2, w, x_shape):
+    x is (..., in_features), weight (out_features, in_features), bias (out_features,) or None;
+    returns (..., out_features), built from `matmul`, `.T` and `+`."""
+    check_linear_input(x, weight)
     ### BEGIN SOLUTION
-    g2 = g.reshape(-1, w.shape[0])
-    gx = (g2 @ w).reshape(x_shape)
-    gw = g2.T @ x2
-    return gx, gw, g2.sum(axis=0)
+    y = x @ weight.T
+    return y if bias is None else y + bias
     ### END SOLUTION
 
 

@@ -41,22 +41,24 @@
 import warnings
 
 import numpy as np
-from tinytorch.core.tensor import Tensor, record
+from tinytorch.core.tensor import Tensor, record, replaceable, where
 from tinytorch.core.autograd import derivative
+from tinytorch.core.activations import log_softmax
 
 # %% [markdown]
-# ## Cross-entropy, fused
+# ## Cross-entropy
 #
 # For one row of logits x with correct class t, softmax gives pᶜ = eˣᶜ / Σⱼ eˣʲ, and
 #
-# $$\ell = -\log p_t = \underbrace{\log \textstyle\sum_j e^{x_j}}_{\mathrm{lse}} - x_t,
+# $$\ell = -\log p_t = -\mathrm{log\_softmax}(x)_t,
 #   \qquad \frac{\partial \ell}{\partial x_c} = p_c - [c = t].$$
 #
 # The gradient is "softmax minus one at the target": the cleanest gradient in deep learning.
-# Written as `log_softmax` followed by a gather, the graph would keep the full (N, C) log-
-# probabilities and run two backward rules; fused, the op keeps eˣ⁻ᵐ and its row sums and the
-# backward is one pass. As in module 03 we subtract the row maximum m first (lse = m +
-# log Σ e^(x−m)), so logits of ±10⁴ are fine.
+# We write the loss as module 03's `log_softmax` (stable for logits of ±10⁴) followed by
+# picking the target column of each row with fancy indexing, and autograd derives that
+# gradient. Module 17 has a fused kernel for it, tested equal to this code: it never keeps
+# the full (N, C) log-probabilities and computes the gradient above in one pass, where the
+# composed form keeps them and scatters the picked gradients back with `np.add.at`.
 #
 # **Options, with PyTorch's semantics.**
 #
@@ -68,19 +70,15 @@ from tinytorch.core.autograd import derivative
 #   the mean is 0/0 = NaN (as in PyTorch) and the gradient is zero; a `RuntimeWarning` says why,
 #   so a NaN from an all-padding batch is not mistaken for a diverged model.
 # - `label_smoothing` ε: the target distribution becomes q = (1 − ε)·onehot(t) + ε/C, so the
-#   row loss is −Σ_c q_c log p_c = (1 − ε)(lse − x_t) + (ε/C)(C·lse − Σ_c x_c), and the gradient
+#   row loss is −Σ_c q_c log p_c = (1 − ε)(−log p_t) + ε·(−mean_c log p_c), and the gradient
 #   is p − q. Ignored rows stay at zero, and the mean divides by the non-ignored count.
-#
-# **Speed.** With per-row gradient weight w (1/n for a mean, the incoming gradient for
-# `'none'`), the backward is `w·p − w·q`. We never build a one-hot matrix: we scale eˣ⁻ᵐ by
-# w/Σ (one pass), subtract the constant wε/C if smoothing, and subtract w(1 − ε) at the N
-# target positions with one fancy-indexed update. Row sums go through a matrix-vector product
-# with a ones vector, which BLAS does several times faster than `sum(axis=1)` on short rows.
 #
 # **Loud errors.** Non-integer targets, a targets shape that is not the logits shape minus its
 # last axis, and a target id outside [0, C) (other than `ignore_index`) each raise an error
 # that names the problem. An out-of-range id would otherwise index a wrong row element or
-# crash deep inside NumPy.
+# crash deep inside NumPy. `check_cross_entropy` does these checks (module 17's kernel calls
+# it too) and returns the targets as one flat array of in-range ids, the mask of rows that
+# count (None when all do) and their number.
 
 # %%
 #| export
@@ -97,11 +95,6 @@ def _check_label_smoothing(label_smoothing):
         raise ValueError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
 
 
-def _row_sums(a):
-    "Sums over the last axis of a C-contiguous 2-D array, as a BLAS matrix-vector product."
-    return a @ np.ones(a.shape[1], dtype=a.dtype)
-
-
 def _class_targets(targets, logits):
     "Targets as an int64 array of shape logits.shape[:-1], or a clear error."
     t = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
@@ -114,8 +107,8 @@ def _class_targets(targets, logits):
     return t.astype(np.int64, copy=False)
 
 
-def cross_entropy(logits, targets, ignore_index=-100, reduction="mean", label_smoothing=0.0):
-    "Softmax cross-entropy of logits (..., C) against integer class ids (...), fused into one op."
+def check_cross_entropy(logits, targets, ignore_index, reduction, label_smoothing):
+    "Check cross_entropy's arguments; return (flat in-range targets, mask of counted rows or None, their number)."
     if not isinstance(logits, Tensor):
         raise TypeError(f"cross_entropy: logits must be a Tensor, got {type(logits).__name__}")
     if logits.ndim == 0 or logits.dtype.kind != "f":
@@ -130,57 +123,33 @@ def cross_entropy(logits, targets, ignore_index=-100, reduction="mean", label_sm
     if bad.any():
         raise IndexError(f"cross_entropy: target id {int(t[bad][0])} is out of range for {C} classes "
                          f"(valid ids are 0 to {C - 1}; ignore_index={ignore_index} marks rows to skip)")
-    all_valid = bool(valid.all())
     if reduction == "mean" and not valid.any():
         warnings.warn(f"cross_entropy: no target to average ({'every target equals ignore_index=' + str(ignore_index) if t.size else 'the batch is empty'}), "
-                      "so the mean loss is 0/0 = NaN, as in PyTorch", RuntimeWarning, stacklevel=2)
-    if not all_valid: t = np.where(valid, t, 0)          # any in-range id; those rows are zeroed below
-    eps = float(label_smoothing)
-    ### BEGIN SOLUTION
-    x = logits.data.reshape(-1, C)
-    rows = np.arange(x.shape[0])
-    with np.errstate(invalid="ignore"):                 # a row of only -inf logits gives NaN, like PyTorch
-        z = x - x.max(axis=1, keepdims=True)            # z = x - m <= 0
-        loss = -z[rows, t]                              # -(x_t - m)
-        if eps: z_sum = _row_sums(z)
-        e = np.exp(z, out=z)
-        total = _row_sums(e)
-        lse = np.log(total)                             # log sum exp(x - m)
-        loss += lse                                     # lse - x_t: the negative log-likelihood
-        if eps:
-            loss *= 1.0 - eps
-            lse *= C
-            lse -= z_sum                                # -sum_c log p_c
-            lse *= eps / C
-            loss += lse
-    if not all_valid: loss[~valid] = 0.0
-    n_valid = int(valid.sum()) if not all_valid else loss.shape[0]
-    if reduction == "none":
-        out = loss.reshape(logits.shape[:-1])
-    elif reduction == "sum":
-        out = np.asarray(loss.sum())
-    else:
-        out = np.asarray(loss.sum() / n_valid if n_valid else np.nan, dtype=x.dtype)
-    saved = (e, total, t, None if all_valid else valid, n_valid, reduction, eps, logits.shape)
-    return record("cross_entropy", out, (logits,), saved)
-    ### END SOLUTION
+                      "so the mean loss is 0/0 = NaN, as in PyTorch", RuntimeWarning, stacklevel=4)
+    if valid.all(): return t, None, t.size
+    return np.where(valid, t, 0), valid, int(valid.sum())    # any in-range id; those rows are zeroed
 
 
-@derivative("cross_entropy")
-def _cross_entropy_backward(g, e, total, t, valid, n_valid, reduction, eps, shape):
+@replaceable("cross_entropy")
+def cross_entropy(logits, targets, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """Softmax cross-entropy of logits (..., C) against integer class ids (...).
+
+    Per row: -log_softmax(x)[t], or with label smoothing eps (1 - eps) * that + eps * (-mean of
+    log_softmax(x)); ignored rows give 0. Returns the per-row losses (shape of the targets) for
+    'none', their sum for 'sum', their sum / number of counted rows for 'mean' (NaN if none).
+    `t` are the flat target ids, `valid` the mask of counted rows (None: all count, else zero the
+    others with `where`), `n_valid` their number."""
+    t, valid, n_valid = check_cross_entropy(logits, targets, ignore_index, reduction, label_smoothing)
     ### BEGIN SOLUTION
-    N, C = e.shape
-    if reduction == "none":
-        w = g.reshape(-1).astype(e.dtype)               # per-row weight: the incoming gradient
-    elif reduction == "sum":
-        w = np.full(N, g, dtype=e.dtype)
-    else:
-        w = np.full(N, g / n_valid if n_valid else 0.0, dtype=e.dtype)
-    if valid is not None: w *= valid
-    gx = e * (w / total)[:, None]                       # w * softmax
-    if eps: gx -= (w * (eps / C))[:, None]
-    gx[np.arange(N), t] -= w * (1.0 - eps)              # minus w * onehot, without building it
-    return (gx.reshape(shape),)
+    C = logits.shape[-1]
+    logp = log_softmax(logits, axis=-1).reshape(-1, C)
+    loss = -logp[np.arange(t.size), t]
+    if label_smoothing:
+        loss = (1.0 - label_smoothing) * loss - label_smoothing * logp.mean(axis=-1)
+    if valid is not None: loss = where(valid, loss, 0.0)
+    if reduction == "none": return loss.reshape(logits.shape[:-1])
+    if reduction == "sum": return loss.sum()
+    return loss.sum() / n_valid if n_valid else loss.sum() * np.nan
     ### END SOLUTION
 
 # %% [markdown]

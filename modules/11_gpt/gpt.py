@@ -287,6 +287,7 @@ class TransformerBlock(Module):
 # `shakespeare_char()` is nanoGPT's CPU configuration for Tiny Shakespeare (characters as
 # tokens), the speed reference of this project; `baby_gpt()` is nanoGPT's "baby GPT" of the
 # same task. Every preset takes keyword overrides: `GPTConfig.gpt2_small(dropout_prob=0.1)`.
+# `GPTConfig` is given; `tests/test_11_gpt.py` checks its presets and its validation.
 
 # %%
 #| export
@@ -359,18 +360,6 @@ class GPTConfig:
 
 GPT2_PRESETS = ("gpt2_small", "gpt2_medium", "gpt2_large", "gpt2_xl")
 
-# %%
-def test_config_presets_and_validation():
-    cfg = GPTConfig.gpt2_medium(dropout_prob=0.1)
-    assert (cfg.embed_dim, cfg.num_layers, cfg.num_heads, cfg.dropout_prob, cfg.head_dim) == (1024, 24, 16, 0.1, 64)
-    assert GPTConfig.from_dict(cfg.to_dict()) == cfg and GPTConfig.shakespeare_char().vocab_size == 65
-    with pytest.raises(ValueError, match="embed_dim 100 is not divisible by num_heads 3"):
-        GPTConfig(embed_dim=100, num_heads=3)
-    with pytest.raises(ValueError, match="num_layers must be a positive integer, got 0"):
-        GPTConfig(num_layers=0)
-    with pytest.raises(ValueError, match=r"unknown keys \['n_embd'\]"):
-        GPTConfig.from_dict({"n_embd": 3})
-
 # %% [markdown]
 # ## GPT
 #
@@ -405,7 +394,7 @@ def test_config_presets_and_validation():
 # crops the context instead, `forward` never truncates silently).
 #
 # With `targets` (same shape as `tokens`, the next token at each position) `forward`
-# returns `(logits, loss)`, the loss being module 05's fused `cross_entropy` averaged over all
+# returns `(logits, loss)`, the loss being module 05's `cross_entropy` averaged over all
 # positions (`ignore_index` targets excluded).
 
 # %%
@@ -666,7 +655,8 @@ def test_gpt_errors():
 # prompt). GPT provides the two hooks that loop looks for: `_new_caches(batch_size)`, one
 # `KVCache` per block, and `_next_logits(ids, caches, start)`, which runs the blocks on the
 # new positions only and the head on the last position only. `use_cache=False` re-encodes
-# the whole context at every step, the reference the tests compare against.
+# the whole context at every step, the reference the test below compares against;
+# `tests/test_11_gpt.py` checks seeded sampling, top-k, top-p and the argument errors.
 
 # %%
 def _argmax_rollout(model, prompt, n):
@@ -687,29 +677,6 @@ def test_generate_greedy_equals_full_forward_rollout():
     long_prompt = np.arange(10)[None] % 11                                  # longer than the context
     assert np.array_equal(model.generate(long_prompt, 3, temperature=0).data, _argmax_rollout(model, long_prompt, 3))
     assert model.generate([1, 2], 2, temperature=0).shape == (4,)          # 1-D prompt, 1-D result
-
-def test_generate_sampling_is_reproducible_and_respects_top_k():
-    model = _tiny_gpt(seed=4)
-    a = model.generate([[1, 2]], 5, temperature=1.0, seed=7)
-    assert np.array_equal(a.data, model.generate([[1, 2]], 5, temperature=1.0, seed=7).data)
-    assert np.array_equal(model.generate([[1, 2]], 5, top_k=1, seed=1).data, model.generate([[1, 2]], 5, temperature=0).data)
-    assert np.array_equal(model.generate([[1, 2]], 5, top_p=1e-9, seed=1).data, model.generate([[1, 2]], 5, temperature=0).data)
-
-def test_generate_keeps_mode_and_checks_arguments():
-    model = _tiny_gpt()
-    model.train()
-    model.generate([[1]], 2)
-    assert model.training
-    with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
-        model.generate([[1]], 2, temperature=-1.0)
-    with pytest.raises(ValueError, match="top_k must be a positive integer or None, got 0"):
-        model.generate([[1]], 2, top_k=0)
-    with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 0, got -1"):
-        model.generate([[1]], -1)
-    with pytest.raises(ValueError, match="GPT.generate: token id 11 is out of range"):
-        model.generate([[11]], 1)
-    with pytest.raises(ValueError, match="give either seed or rng, not both"):
-        model.generate([[1]], 1, seed=0, rng=np.random.default_rng(0))
 
 # %% [markdown]
 # ## Counting parameters without building the model
@@ -817,13 +784,6 @@ def test_count_parameters_gpt2_sizes():
     assert small["total"] - 124_356_864 == 12 * 9 * 768                    # the seed figure omits Linear biases
     assert small["total"] - small["position_embedding"] == 123_653_376      # nanoGPT's "123.65M"
     assert count_parameters(GPTConfig.gpt2_small(bias=False)) == 124_439_808 - 12 * 9 * 768 - 25 * 768
-
-def test_scaling_and_memory_tables():
-    rows = analyze_parameter_scaling(print_table=False)
-    assert [r["name"] for r in rows] == list(GPT2_PRESETS) and rows[-1]["total"] == 1_557_611_200
-    assert attention_memory_bytes(1, 1024, 12) == 48 * 2**20
-    assert attention_memory_bytes(2, 10, 3, np.float64) == 2 * 3 * 100 * 8
-    assert analyze_attention_memory((1024,), print_table=False)[0]["all_layers_MiB"] == 12 * 48.0
 
 # %%
 if __name__ == "__main__":

@@ -12,7 +12,7 @@
 
 # %% [markdown]
 # # 15 Training
-# > A trained language model from token arrays: the loop, evaluation, checkpoints, resume.
+# > A language model trained from token arrays: the configuration, the step, evaluation, checkpoints and safe stops.
 #
 # Everything so far computes one loss and its gradients. Training repeats that thousands of
 # times, and the loop around it decides whether a run is fast, reproducible and safe to
@@ -26,23 +26,26 @@
 #    produces the same losses, bit for bit, as a run that was never stopped.
 #
 # Failures are part of the design: a too-small corpus, a diverging loss and Ctrl-C each end
-# with a clear message and an intact checkpoint.
+# with a clear message and an intact checkpoint. Module 16 reads the checkpoints back and
+# wraps the loop into a whole run (`tito train`).
+#
+# **How to test.** You write the runner's `forward_backward` and the trainer's `train_step`.
+# In Jupyter, the `run_tests(...)` cell after each group prints PASS, FAIL (with where and by
+# how much) or TODO per test. From the shell, `tito module test 15` runs the notebook's tests,
+# and `tito module complete 15` tests, exports and runs the package tests
+# (`tests/test_15_training.py`: resuming after Ctrl-C at any point, atomic checkpoints, NaN).
 
 # %%
 #| default_exp training
 
 # %%
 #| export
-import contextlib
 import dataclasses
 import functools
 import inspect
-import json
 import math
-import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -54,8 +57,7 @@ from tinytorch.core.layers import save, load, CheckpointError
 from tinytorch.core.losses import cross_entropy
 from tinytorch.core.optimizers import AdamW, clip_grad_norm_, CosineWarmupSchedule, weight_decay_groups
 from tinytorch.text.tokenization import CharTokenizer
-from tinytorch.data import (DEFAULT_CORPUS, DataError, get_batch, load_text, prepare_data, python_stdlib_corpus,
-                            tokenizer_to_dict, tokenizer_from_dict, make_tokenizer, _write_atomic)
+from tinytorch.data import DEFAULT_CORPUS, DataError, get_batch, prepare_data, python_stdlib_corpus, tokenizer_to_dict
 
 # %% [markdown]
 # ## 1. Configuration
@@ -166,6 +168,7 @@ def get_preset(name, **overrides):
 
 # %%
 import pytest
+from tito.notebook import run_tests, assert_close
 
 def test_config_and_presets():
     c = get_preset("shakespeare-char")
@@ -178,6 +181,9 @@ def test_config_and_presets():
     with pytest.raises(ValueError, match="unknown preset 'big'; presets: default, shakespeare-char, tiny"):
         get_preset("big")
 
+if __name__ == "__main__":
+    run_tests("test_config_and_presets")
+
 # %% [markdown]
 # ## 2. The model and the loss
 #
@@ -188,7 +194,7 @@ def test_config_and_presets():
 
 # %%
 #| export
-from tinytorch.models.transformer import GPT, GPTConfig, count_parameters
+from tinytorch.models.transformer import GPT, GPTConfig
 
 
 def build_model(config, vocab_size):
@@ -262,6 +268,25 @@ class SingleThread:
 
     def close(self):
         pass
+
+# %%
+def test_forward_backward_scales_the_gradients():
+    manual_seed(0)
+    model = build_model(get_preset("tiny", num_layers=1), 12)
+    x, y = get_batch(np.random.default_rng(0).integers(0, 12, 200), 3, 16, np.random.default_rng(1))
+    runner = SingleThread(model)
+    loss = runner.forward_backward(x, y)
+    assert_close(loss, language_model_loss(model, x, y).item(), rtol=1e-6, atol=0, name="loss")
+    grads = [p.grad.data.copy() for p in model.parameters()]
+    runner.forward_backward(x, y, 0.25)                       # accumulates: grad + 0.25 grad
+    for p, g in zip(model.parameters(), grads):
+        assert_close(p.grad.data, 1.25 * g, rtol=1e-5, atol=1e-9, name="accumulated gradient")
+    assert_close(runner.mean_loss([(x, y)] * 2), loss, rtol=1e-6, atol=0, name="evaluation loss")
+    with pytest.raises(ValueError, match="mean_loss: got no batches"):
+        runner.mean_loss([])
+
+if __name__ == "__main__":
+    run_tests("test_forward_backward_scales_the_gradients")
 
 # %% [markdown]
 # ## 3. The training loop
@@ -611,369 +636,30 @@ def test_diverging_loss_stops_training(tmp_path):
     with pytest.raises(TrainingDiverged, match="training diverged at step 3: loss (nan|inf)"):
         trainer.fit()
 
-# %% [markdown]
-# ## 4. Checkpoint files, the loss curve, and a whole run
-#
-# `load_checkpoint` reads a checkpoint file (or the `ckpt.npz` in a run folder) and checks
-# that it is one; `model_from_checkpoint` rebuilds the trained model and its tokenizer from
-# it, which is all `tito generate` needs. `plot_losses` draws the curve with matplotlib's
-# object API (no global pyplot state) when matplotlib is installed, an optional extra.
-#
-# `run(config, out_dir)` is the whole job: read and tokenize the corpus, write the token
-# files, build the model from the seed, train, and write `history.json` and `loss.png`
-# beside the checkpoint. With `resume=`, it continues a checkpoint: the configuration and
-# tokenizer come from the checkpoint, the corpus must be the same text (checked by its
-# SHA-256), and only `max_iters`, the evaluation and logging intervals and the data path
-# may change.
-#
-# `evaluate_loss` measures a split exactly: the mean loss over *every* non-overlapping
-# window instead of `eval_iters` random batches. The periodic estimate is what nanoGPT
-# reports and is cheap, but it is a sample: on Tiny Shakespeare its 20 batches of 12 x 64
-# characters put it within about ±0.02 of the exact value.
-
-# %%
-#| export
-def evaluate_loss(model, data, context_length, batch_size=64):
-    "Mean next-token loss over every non-overlapping window of `data` (no sampling noise), under no_grad."
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"evaluate_loss: batch_size must be a positive integer, got {batch_size!r}")
-    n = (len(data) - 1) // context_length
-    if n < 1: raise DataError(f"the data has {len(data):,} tokens, too few for one window of {context_length + 1}")
-    x = np.asarray(data[:n * context_length], dtype=np.int64).reshape(n, context_length)
-    y = np.asarray(data[1:n * context_length + 1], dtype=np.int64).reshape(n, context_length)
-    was_training, total = model.training, 0.0
-    model.eval()
-    try:
-        with no_grad():
-            for i in range(0, n, batch_size):
-                total += language_model_loss(model, x[i:i + batch_size], y[i:i + batch_size]).item() * len(x[i:i + batch_size])
-    finally:
-        model.train(was_training)
-    return total / n
-
-# %% [markdown]
-# A checkpoint is read from a file anyone may have edited, truncated or crafted, so loading it
-# is *total*: `check_checkpoint` walks every entry before anything is built and raises a
-# `CheckpointError` naming the key and what it should be (the configuration's fields with
-# their types, the tokenizer's characters, weights that are finite floating-point arrays, the
-# tied `lm_head.weight` equal to `token_embedding.weight`, a history of numbers, generator
-# states a generator accepts). `model_from_checkpoint` also compares the parameter count the
-# configuration declares with the weights the file holds before it allocates the model, so a
-# configuration that claims `embed_dim` 200000 is refused instead of allocating 447 GiB.
-
-# %%
-#| export
-_CHECKPOINT_KEYS = ("step", "config", "model", "optimizer", "rng", "tokenizer", "history")
-_HISTORY_KEYS = ("step", "loss", "lr", "eval_step", "eval_train", "eval_val")
-
-
-def _is_number(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _check_arrays(node, where, path):
-    "Every array in a nest of dicts/lists is numeric, and finite if floating-point."
-    stack = [(node, where)]
-    while stack:
-        node, where = stack.pop()
-        if isinstance(node, np.ndarray):
-            if node.dtype.kind not in "biuf": raise CheckpointError(f"{path}: {where} has dtype {node.dtype}")
-            if node.dtype.kind == "f" and not np.isfinite(node).all():
-                raise CheckpointError(f"{path}: {where} holds NaN or infinite values (saved from a diverged run?)")
-        elif isinstance(node, dict): stack.extend((v, f"{where}.{k}") for k, v in node.items())
-        elif isinstance(node, (list, tuple)): stack.extend((v, f"{where}[{i}]") for i, v in enumerate(node))
-
-
-def _check_tokenizer_dict(d, path):
-    if not isinstance(d, dict): raise CheckpointError(f"{path}: tokenizer is a {type(d).__name__}, expected a dict or None")
-    kind = d.get("type")
-    if kind == "char":
-        chars = d.get("chars")
-        if (not isinstance(chars, list) or not chars or not all(isinstance(c, str) and len(c) == 1 for c in chars)
-                or len(set(chars)) != len(chars)):
-            raise CheckpointError(f"{path}: tokenizer.chars must be a non-empty list of distinct one-character strings")
-    elif kind in ("bpe", "gpt2"):
-        blob, lengths, merges = d.get("bytes"), d.get("lengths"), d.get("merges")
-        if not (isinstance(blob, np.ndarray) and blob.dtype == np.uint8 and blob.ndim == 1):
-            raise CheckpointError(f"{path}: tokenizer.bytes must be a 1-D uint8 array")
-        if not (isinstance(lengths, np.ndarray) and lengths.dtype.kind in "iu" and lengths.ndim == 1 and lengths.size
-                and lengths.min() >= 1 and int(lengths.sum()) == blob.size):
-            raise CheckpointError(f"{path}: tokenizer.lengths must be positive integers that add up to tokenizer.bytes' size")
-        if not (isinstance(merges, np.ndarray) and merges.dtype.kind in "iu" and merges.ndim == 2 and merges.shape[1] == 2
-                and (merges.size == 0 or (merges.min() >= 0 and merges.max() < lengths.size))):
-            raise CheckpointError(f"{path}: tokenizer.merges must be an (n, 2) array of token ids below {lengths.size}")
-        specials = d.get("special_tokens")
-        if not isinstance(specials, list) or not all(isinstance(t, str) for t in specials):
-            raise CheckpointError(f"{path}: tokenizer.special_tokens must be a list of strings")
-        if d.get("pattern") is not None and not isinstance(d.get("pattern"), str):
-            raise CheckpointError(f"{path}: tokenizer.pattern must be a string or None")
-    else:
-        raise CheckpointError(f"{path}: unknown tokenizer type {kind!r} (expected 'char', 'bpe' or 'gpt2')")
-
-
-def check_checkpoint(ckpt, path="the checkpoint"):
-    "Raise CheckpointError unless `ckpt` has every entry of a training checkpoint, with the right types and finite weights."
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
-        raise CheckpointError(f"{path} is a tinytorch file but not a training checkpoint (format {fmt!r}, "
-                              f"expected {CHECKPOINT_FORMAT})")
-    missing = [k for k in _CHECKPOINT_KEYS if k not in ckpt]
-    if missing: raise CheckpointError(f"{path} is incomplete: no {', '.join(missing)}")
-    step = ckpt["step"]
-    if type(step) is not int or step < 0: raise CheckpointError(f"{path}: step must be an integer >= 0, got {step!r}")
-    config = ckpt["config"]
-    if not isinstance(config, dict): raise CheckpointError(f"{path}: config is a {type(config).__name__}, expected a dict")
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in config:
-            v = config[f.name]
-            ok = (type(v) is f.type) or (f.type is float and _is_number(v))
-            if not ok: raise CheckpointError(f"{path}: config.{f.name} is {v!r}, expected a {f.type.__name__}")
-    try:
-        TrainConfig.from_dict(config)
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{path}: the config is not valid: {e}") from None
-    model = ckpt["model"]
-    if not isinstance(model, dict) or not model:
-        raise CheckpointError(f"{path}: model must be a non-empty dict of weight arrays, got {type(model).__name__}")
-    for k, v in model.items():
-        if not isinstance(k, str) or not isinstance(v, np.ndarray) or v.dtype.kind != "f":
-            raise CheckpointError(f"{path}: model[{k!r}] must be a floating-point array, got {type(v).__name__}")
-    _check_arrays(model, "model", path)
-    tied = model.get("lm_head.weight"), model.get("token_embedding.weight")
-    if tied[0] is not None and tied[1] is not None and not np.array_equal(*tied):
-        raise CheckpointError(f"{path}: lm_head.weight differs from token_embedding.weight, but GPT ties them")
-    if not isinstance(ckpt["optimizer"], dict): raise CheckpointError(f"{path}: optimizer must be a dict")
-    _check_arrays(ckpt["optimizer"], "optimizer", path)
-    rng = ckpt["rng"]
-    if not isinstance(rng, dict) or not all(isinstance(rng.get(k), dict) for k in ("data", "tinytorch")):
-        raise CheckpointError(f"{path}: rng must be a dict with the generator states 'data' and 'tinytorch'")
-    for k in ("data", "tinytorch"):
-        try:
-            np.random.PCG64().state = dict(rng[k])
-        except (TypeError, ValueError, KeyError, OverflowError) as e:
-            raise CheckpointError(f"{path}: rng.{k} is not a generator state: {e}") from None
-    if ckpt["tokenizer"] is not None: _check_tokenizer_dict(ckpt["tokenizer"], path)
-    history = ckpt["history"]
-    if (not isinstance(history, dict) or set(history) != set(_HISTORY_KEYS)
-            or not all(isinstance(v, list) and all(_is_number(x) for x in v) for v in history.values())):
-        raise CheckpointError(f"{path}: history must be a dict of number lists with keys {', '.join(_HISTORY_KEYS)}")
-    if not len(history["step"]) == len(history["loss"]) == len(history["lr"]) or not (
-            len(history["eval_step"]) == len(history["eval_train"]) == len(history["eval_val"])):
-        raise CheckpointError(f"{path}: the history's lists have different lengths")
-    if "best_val_loss" in ckpt and not _is_number(ckpt["best_val_loss"]):
-        raise CheckpointError(f"{path}: best_val_loss must be a number")
-    data = ckpt.get("data", {})
-    if not isinstance(data, dict) or not isinstance(data.get("sha256", ""), str):
-        raise CheckpointError(f"{path}: data must be a dict whose sha256 is a string")
-    return ckpt
-
-# %%
-#| export
-RESUMABLE_FIELDS = ("data", "max_iters", "eval_interval", "eval_iters", "log_interval")
-
-
-def load_checkpoint(path):
-    "Read a training checkpoint (a file, or a run folder holding ckpt.npz); CheckpointError if it is not one."
-    path = Path(path)
-    if path.is_dir(): path = path / "ckpt.npz"
-    if not path.is_file(): raise CheckpointError(f"no checkpoint at {path}")
-    ckpt = check_checkpoint(load(path), path)
-    ckpt["path"] = str(path)
-    return ckpt
-
-
-def model_from_checkpoint(ckpt):
-    "(model in eval mode, tokenizer, TrainConfig) rebuilt from a checkpoint or its path."
-    ckpt = check_checkpoint(ckpt, ckpt.get("path", "the checkpoint")) if isinstance(ckpt, dict) else load_checkpoint(ckpt)
-    where = ckpt.get("path", "the checkpoint")
-    if ckpt["tokenizer"] is None: raise CheckpointError(f"{where} holds no tokenizer")
-    config = TrainConfig.from_dict(ckpt["config"])
-    try:
-        tokenizer = tokenizer_from_dict(ckpt["tokenizer"])
-    except Exception as e:                         # checked above; any remaining inconsistency is still a bad file
-        raise CheckpointError(f"{where}: the tokenizer cannot be rebuilt: {type(e).__name__}: {e}") from None
-    declared = count_parameters(GPTConfig(vocab_size=tokenizer.vocab_size, max_seq_len=config.context_length,
-                                          embed_dim=config.embed_dim, num_layers=config.num_layers,
-                                          num_heads=config.num_heads, mlp_ratio=config.mlp_ratio, bias=config.bias))
-    held = sum(v.size for k, v in ckpt["model"].items() if k != "lm_head.weight")
-    if declared != held:
-        raise CheckpointError(f"the weights in {where} do not fit its configuration: the config (vocabulary "
-                              f"{tokenizer.vocab_size}, embed_dim {config.embed_dim}, {config.num_layers} layers, context "
-                              f"{config.context_length}) declares {declared:,} parameters, the file holds {held:,}")
-    model = build_model(config, tokenizer.vocab_size)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except (KeyError, ValueError) as e:
-        raise CheckpointError(f"the weights in {where} do not fit its configuration: {e}") from None
-    return model.eval(), tokenizer, config
-
-
-def plot_losses(history, path, title="Training loss"):
-    "Save the loss curve as a PNG; return its path, or None when matplotlib is not installed."
-    try:
-        from matplotlib.figure import Figure
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-    except ImportError:
-        return None
-    fig = Figure(figsize=(7, 4), dpi=110)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    if history["step"]:
-        ax.plot(history["step"], history["loss"], lw=0.8, alpha=0.45, color="tab:blue", label="train batch")
-    if history["eval_step"]:
-        ax.plot(history["eval_step"], history["eval_train"], "o-", color="tab:blue", ms=3, label="train (eval)")
-        ax.plot(history["eval_step"], history["eval_val"], "o-", color="tab:orange", ms=3, label="val (eval)")
-    ax.set_xlabel("step"); ax.set_ylabel("cross-entropy (nats per token)"); ax.set_title(title)
-    ax.grid(alpha=0.3); ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    _write_atomic(path, lambda f: fig.savefig(f, format="png"))
-    return path
-
-
-def resume_config(saved, **changes):
-    "The saved TrainConfig with `changes`; only RESUMABLE_FIELDS may differ, others raise ValueError."
-    saved = saved if isinstance(saved, TrainConfig) else TrainConfig.from_dict(saved)
-    fixed = {k: v for k, v in changes.items() if k not in RESUMABLE_FIELDS and getattr(saved, k) != v}
-    if fixed:
-        raise ValueError("a resumed run keeps the checkpoint's settings; cannot change "
-                         + ", ".join(f"{k} ({getattr(saved, k)!r} -> {v!r})" for k, v in fixed.items())
-                         + f". Only {', '.join(RESUMABLE_FIELDS)} may change.")
-    return saved.replace(**changes)
-
-
-RUN_FILES = ("ckpt.npz", "history.json", "loss.png", "sample.txt")
-
-
-@contextlib.contextmanager
-def run_folder_lock(out_dir):
-    "Hold `out_dir`/.lock while a run writes the folder; a second run into it gets a RunFolderError at once."
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(out_dir / ".lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    except OSError as e:
-        raise RunFolderError(f"cannot use the run folder {out_dir}: {e.strerror or e}") from None
-    try:
-        try:
-            import fcntl
-        except ImportError:                        # Windows: no advisory locks; one run per folder is up to the user
-            fcntl = None
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                raise RunFolderError(f"{out_dir} is in use by another training run (process {owner}); wait for it "
-                                     "to finish, or choose another output folder") from None
-            os.ftruncate(fd, 0); os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield out_dir
-    finally:
-        os.close(fd)
-
-
-def remove_stale_temporary_files(out_dir):
-    "Delete the temporary files that a run killed mid-write left behind (call it while holding the lock)."
-    removed = []
-    for folder in (Path(out_dir), Path(out_dir) / "data"):
-        if not folder.is_dir() or folder.is_symlink(): continue
-        for p in folder.iterdir():
-            if p.name.startswith(".") and p.name.endswith(".tmp") and (p.is_file() or p.is_symlink()):
-                p.unlink(); removed.append(p)
-    return removed
-
-
-def _write_run_files(trainer, out_dir, config, log, first_error=None):
-    "history.json and loss.png, atomically; with `first_error` pending, a failure here is only noted."
-    targets = ((out_dir / "history.json", lambda f: f.write(json.dumps(trainer.history).encode())),
-               (out_dir / "loss.png", None))
-    for path, write in targets:
-        try:
-            if write is not None:
-                _write_atomic(path, write)
-            elif plot_losses(trainer.history, path, title=f"GPT on {Path(str(config.data)).name}") is None:
-                log("matplotlib is not installed: no loss plot (pip install 'tinytorch[plot]'); "
-                    f"the losses are in {out_dir / 'history.json'}")
-        except OSError as e:
-            if first_error is None:
-                raise RunFolderError(f"could not write {path}: {e.strerror or e}") from None
-            log(f"(could not write {path} either: {e.strerror or e})")
-
-
-def run(config, out_dir, resume=None, log=print, progress="auto", callbacks=(), overwrite=True, runner=None):
-    """Train `config` end to end into `out_dir` (or continue the checkpoint `resume`); returns (trainer, result).
-
-    The folder is locked for the run; with `overwrite=False` a new run refuses a folder that holds a checkpoint."""
-    out_dir = Path(out_dir)
-    with run_folder_lock(out_dir):
-        if resume is None and not overwrite and (out_dir / "ckpt.npz").exists():
-            raise RunFolderError(f"{out_dir} already holds a checkpoint; continue it with resume, or choose another folder")
-        for p in remove_stale_temporary_files(out_dir):
-            log(f"removed {p.name}, left by a run that was killed while writing it")
-        return _run_locked(config, out_dir, resume, log, progress, callbacks, runner)
-
-
-def _run_locked(config, out_dir, resume, log, progress, callbacks, runner):
-    ckpt = load_checkpoint(resume) if resume is not None else None
-    if ckpt is not None and config is None: config = TrainConfig.from_dict(ckpt["config"])
-    text = load_text(config.data)
-    tokenizer = tokenizer_from_dict(ckpt["tokenizer"]) if ckpt is not None else make_tokenizer(config.tokenizer, text)
-    try:
-        train, val, meta = prepare_data(text, tokenizer, out_dir / "data", config.val_fraction)
-    except KeyError as e:                            # a character the checkpoint's vocabulary lacks
-        raise DataError(f"{config.data} does not fit the checkpoint's tokenizer: {e}") from None
-    info = {"source": str(config.data), "sha256": meta["text_sha256"], "chars": len(text),
-            "train_tokens": meta["train_tokens"], "val_tokens": meta["val_tokens"]}
-    if ckpt is not None and ckpt.get("data", {}).get("sha256") not in (None, info["sha256"]):
-        raise DataError(f"{config.data} is not the text the checkpoint was trained on (SHA-256 "
-                        f"{info['sha256'][:12]}..., the checkpoint's is {ckpt['data']['sha256'][:12]}...)")
-    manual_seed(config.seed)
-    model = build_model(config, tokenizer.vocab_size)
-    log(f"data: {config.data}: {len(text):,} characters (sha256 {info['sha256'][:12]}), vocabulary "
-        f"{tokenizer.vocab_size}, {info['train_tokens']:,} train and {info['val_tokens']:,} val tokens")
-    log(f"model: GPT with {model.num_parameters():,} parameters ({config.num_layers} layers, {config.num_heads} heads, "
-        f"width {config.embed_dim}, context {config.context_length})")
-    trainer = Trainer(model, train, val, config, tokenizer, out_dir, log=log, progress=progress, data_info=info,
-                      runner=None if runner is None else runner(model))
-    trainer.callbacks.extend(callbacks)
-    if ckpt is not None:
-        trainer.load_state_dict(ckpt)
-        log(f"resuming {ckpt['path']} at step {trainer.step}")
-    try:
-        result = trainer.fit()
-    except BaseException as e:                       # report this error, not a later one from writing the files
-        _write_run_files(trainer, out_dir, config, log, first_error=e)
-        raise
-    _write_run_files(trainer, out_dir, config, log)
-    return trainer, result
-
-# %%
-def test_checkpoint_model_plot_and_exact_loss(tmp_path):
-    trainer = _tiny_trainer(tmp_path, max_iters=10, lr_decay_iters=10, eval_interval=5)
-    trainer.fit()
-    ckpt = load_checkpoint(tmp_path)
-    assert ckpt["step"] == 10 and ckpt["tokenizer"]["type"] == "char"
-    model, tok, config = model_from_checkpoint(ckpt)
-    x = np.asarray(trainer.val_data[:161], dtype=np.int64)
-    trainer.model.eval()
-    assert np.array_equal(model(x[None, :16]).data, trainer.model(x[None, :16]).data)
-    exact = evaluate_loss(model, x, 16, batch_size=3)                  # 10 windows in batches of 3, 3, 3, 1
-    assert abs(exact - language_model_loss(model, x[:160].reshape(10, 16), x[1:].reshape(10, 16)).item()) < 1e-6
-    png = plot_losses(trainer.history, tmp_path / "loss.png")
-    assert png is None or png.read_bytes()[:4] == b"\x89PNG"
-    with pytest.raises(ValueError, match=r"cannot change num_layers \(1 -> 2\)"):
-        resume_config(ckpt["config"], num_layers=2)
-
-# %% [markdown]
-# The whole job on a small corpus: the `tiny` preset trains for 100 steps (a few seconds) and
-# writes `ckpt.npz`, `history.json` and `loss.png` into a temporary folder. `tito train` runs
-# the same function with the `default` preset: 3000 steps of the 4-layer model on the
-# Python-source corpus.
+if __name__ == "__main__":
+    run_tests("test_training_lowers_the_loss_and_resumes_exactly", "test_diverging_loss_stops_training")
 
 # %%
 if __name__ == "__main__":
+    import tempfile
     with tempfile.TemporaryDirectory() as _folder:
-        _corpus = Path(_folder) / "corpus.txt"
-        _corpus.write_text(python_stdlib_corpus(("textwrap", "heapq", "bisect", "string")))
-        _trainer, _result = run(get_preset("tiny", data=str(_corpus)), Path(_folder) / "run", progress="none")
-        print(f"{_result.status} after {_result.step} steps: val loss {_result.val_loss:.3f}, "
-              f"{_result.ms_per_iter:.1f} ms/iter; files: {sorted(p.name for p in (Path(_folder) / 'run').iterdir())}")
+        _trainer = _tiny_trainer(_folder, max_iters=60, lr_decay_iters=60, eval_interval=20)
+        _trainer.log = print
+        try:
+            _result = _trainer.fit()
+            print(f"{_result.status} after {_result.step} steps, {_result.ms_per_iter:.1f} ms/iter, "
+                  f"checkpoint {Path(_result.checkpoint).name}")
+        except NotImplementedError as e:
+            print("skipped until the stubs above are written:", e)
+
+# %% [markdown]
+# ## Experiments to try
+#
+# 1. Train the tiny model above with `warmup_iters=0` and `learning_rate=5e-2`, then with
+#    `grad_clip=0` as well: the first loss steps jump, and without clipping the run may diverge
+#    and stop with `TrainingDiverged` naming the step.
+# 2. Compare `batch_size=8, grad_accum_steps=1` with `batch_size=4, grad_accum_steps=2` on the
+#    same seed: each step's gradient is that of a mean loss over eight sequences in both, so
+#    the two loss curves nearly coincide while the second holds half the activations.
+# 3. Set `eval_iters` to 2 and to 50 and watch how much the evaluated loss wobbles from one
+#    evaluation to the next; module 16's `evaluate_loss` gives the exact value to compare with.

@@ -40,6 +40,48 @@ from tinytorch.core.tensor import Tensor, record, register_kernel, KERNELS, _wra
 from tinytorch.core.autograd import derivative
 
 # %% [markdown]
+# Every kernel is tested with `_assert_twins(kernel, twin, arrays, call, name)`: the kernel and
+# its textbook twin (`fn.textbook`) are called as `call(fn, *leaves)` on the same leaf tensors,
+# in float64 and float32, and must agree in value and in the gradient of every leaf. Then the
+# package function is called with the kernel registered under `name` (its op must show in
+# `grad_fn`) and unregistered (the textbook code runs).
+
+# %%
+import importlib
+import pytest
+
+def _leaves(arrays, dtype):
+    return [None if a is None else Tensor(a.astype(dtype), dtype=dtype, requires_grad=True) for a in arrays]
+
+def _value_and_grads(fn, arrays, dtype, call):
+    ts = _leaves(arrays, dtype)
+    out = call(fn, *ts)
+    out.backward(np.random.default_rng(7).standard_normal(out.shape).astype(dtype))
+    return [out.data] + [t.grad.data for t in ts if t is not None]
+
+def _assert_twins(kernel, twin, arrays, call, name, recorded=None):
+    recorded = recorded or name
+    for dtype, rtol in ((np.float64, 1e-10), (np.float32, 2e-5)):
+        fast, slow = _value_and_grads(kernel, arrays, dtype, call), _value_and_grads(twin, arrays, dtype, call)
+        for i, (a, b) in enumerate(zip(fast, slow)):
+            assert a.dtype == b.dtype == dtype and a.shape == b.shape, (name, i)
+            err = np.abs(a - b).max() / np.abs(b).max()
+            assert err <= rtol, f"{name} {np.dtype(dtype).name}: {'value' if i == 0 else f'gradient {i}'} differs by {err:.2e} relative"
+    ts = _leaves(arrays, np.float64)
+    package = getattr(importlib.import_module(twin.__module__), twin.__name__)
+    was = enabled()
+    try:
+        register_kernel(name, kernel)
+        assert call(package, *ts).grad_fn == recorded          # registration on: the kernel's op
+        register_kernel(name, None)
+        assert call(package, *ts).grad_fn != recorded          # off: the textbook code
+    finally:
+        (enable if was else disable)()
+
+def _r(*shape, seed, scale=1.0, offset=0.0):
+    return np.random.default_rng(seed).standard_normal(shape) * scale + offset
+
+# %% [markdown]
 # ## Scalar ops and in-place updates
 
 # %%
@@ -48,10 +90,293 @@ SCALAR_KERNELS = {}
 
 # %% [markdown]
 # ## Softmax, GELU, linear layers and cross-entropy
+#
+# Six kernels replace textbook functions of modules 03-05: `gelu` (both forms), `silu`,
+# `softmax`, `log_softmax`, `linear` and `cross_entropy`. Each does the input checks of its
+# twin (the same helpers, so the same error messages), computes the value in place where it
+# can, and records one op that saves only what its derivative needs.
+#
+# **GELU.** Exact: save Φ(x) and use GELU′(x) = Φ(x) + x φ(x), φ(x) = e^(−x²/2)/√(2π). Tanh
+# form: save t = tanh u and use ½(1 + t) + ½x(1 − t²)√(2/π)(1 + 3·0.044715x²), so the
+# backward needs no transcendental function; 1 + t is formed before the small second term
+# is added, because for x ≪ 0 it is tiny and adding it last would lose it to rounding.
+#
+# **SiLU.** With s = σ(x) saved, the derivative is s(1 + x(1 − s)).
+#
+# **Softmax and log-softmax.** With p = softmax(x), y = log-softmax(x) and output gradient g:
+#
+# $$\frac{\partial L}{\partial x_i} = p_i \Big(g_i - \sum_j g_j p_j\Big), \qquad
+#   \frac{\partial L}{\partial x_i} = g_i - e^{y_i}\sum_j g_j .$$
+#
+# Both rules need only the forward output. Sums over the last axis of a contiguous array go
+# through BLAS as a product with a ones vector, much faster than `sum(axis=-1)` on short rows.
+#
+# **Linear.** The leading dimensions are flattened into rows X of shape `(N, in)`, so the
+# layer is one GEMM (a 3-D `matmul` runs one small GEMM per batch row), and with G the
+# gradient rows, ∂L/∂X = GW, ∂L/∂W = GᵀX, ∂L/∂b = Σₙ Gₙ.
+#
+# **Cross-entropy.** The row loss is lse − x_t with lse = m + log Σ e^(x−m), and with
+# smoothing (1 − ε)(lse − x_t) + (ε/C)(C·lse − Σ_c x_c). The op keeps e^(x−m) and its row
+# sums. With per-row gradient weight w (1/n for a mean, the incoming gradient for `'none'`,
+# 0 for ignored rows), the gradient is w·p − w·q: scale e^(x−m) by w/Σ, subtract wε/C if
+# smoothing, and subtract w(1 − ε) at the N target positions with one fancy-indexed update,
+# never building a one-hot matrix.
 
 # %%
 #| export
-ELEMENTWISE_KERNELS = {}
+from tinytorch.core.activations import float_data, softmax_axis, check_approximate, erf_array
+from tinytorch.core.layers import check_linear_input
+from tinytorch.core.losses import check_cross_entropy
+
+_GELU_K = math.sqrt(2.0 / math.pi)
+_GELU_C = 0.044715
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _sum_keepdims(a, axis):
+    "Sum over `axis`, keeping it. Over the last axis of a contiguous array: a BLAS matrix-vector product."
+    if axis == a.ndim - 1 and a.size and a.flags.c_contiguous:
+        n = a.shape[-1]
+        return (a.reshape(-1, n) @ np.ones(n, dtype=a.dtype)).reshape(a.shape[:-1] + (1,))
+    return a.sum(axis=axis, keepdims=True)
+
+
+def fused_gelu(x, approximate="none"):
+    "module 03's gelu as one op: 'gelu' saving (x, Phi(x)), or 'gelu_tanh' saving (x, tanh u)."
+    data = float_data(x, "gelu")
+    check_approximate(approximate)
+    if approximate == "none":
+        cdf = erf_array(data * _INV_SQRT_2)
+        cdf += 1.0
+        cdf *= 0.5
+        return record("gelu", data * cdf, (x,), (data, cdf))
+    t = data * data
+    t *= _GELU_K * _GELU_C
+    t += _GELU_K
+    t *= data                                  # u = sqrt(2/pi) (x + 0.044715 x^3)
+    np.tanh(t, out=t)
+    out = t + 1.0
+    out *= data
+    out *= 0.5
+    return record("gelu_tanh", out, (x,), (data, t))
+
+
+@derivative("gelu")
+def _gelu_backward(g, x, cdf):
+    d = x * x
+    d *= -0.5
+    np.exp(d, out=d)
+    d *= _INV_SQRT_2PI                         # phi(x)
+    d *= x
+    d += cdf
+    d *= g
+    return (d,)
+
+
+@derivative("gelu_tanh")
+def _gelu_tanh_backward(g, x, t):
+    d = x * x
+    d *= 3.0 * _GELU_C * _GELU_K
+    d += _GELU_K                               # du/dx
+    d *= x
+    u = t * t
+    np.subtract(1.0, u, out=u)                 # 1 - tanh^2 u
+    d *= u
+    np.add(t, 1.0, out=u)                      # 1 + tanh u first: for x << 0 it is tiny and exact
+    d += u
+    d *= 0.5
+    d *= g
+    return (d,)
+
+
+def fused_silu(x):
+    "module 03's silu as one op 'silu', saving (x, sigmoid(x))."
+    data = float_data(x, "silu")
+    s = data * 0.5
+    np.tanh(s, out=s)
+    s += 1.0
+    s *= 0.5                                   # sigmoid(x) = (1 + tanh(x/2)) / 2
+    return record("silu", data * s, (x,), (data, s))
+
+
+@derivative("silu")
+def _silu_backward(g, x, s):
+    d = np.subtract(1.0, s)
+    d *= x
+    d += 1.0
+    d *= s
+    d *= g
+    return (d,)
+
+
+def fused_softmax(x, axis=-1, *, dim=None):
+    "module 03's softmax as one op 'softmax', saving its output."
+    data = float_data(x, "softmax")
+    axis = softmax_axis(x, axis, dim, "softmax")
+    with np.errstate(invalid="ignore"):        # a row of only -inf gives NaN, like PyTorch
+        out = data - data.max(axis=axis, keepdims=True)
+        np.exp(out, out=out)
+        out /= _sum_keepdims(out, axis)
+    return record("softmax", out, (x,), (out, axis))
+
+
+@derivative("softmax")
+def _softmax_backward(g, out, axis):
+    gx = g * out
+    dot = _sum_keepdims(gx, axis)
+    np.subtract(g, dot, out=gx)
+    gx *= out
+    return (gx,)
+
+
+def fused_log_softmax(x, axis=-1, *, dim=None):
+    "module 03's log_softmax as one op 'log_softmax', saving its output."
+    data = float_data(x, "log_softmax")
+    axis = softmax_axis(x, axis, dim, "log_softmax")
+    with np.errstate(invalid="ignore"):
+        out = data - data.max(axis=axis, keepdims=True)
+        lse = _sum_keepdims(np.exp(out), axis)
+        np.log(lse, out=lse)
+        out -= lse
+    return record("log_softmax", out, (x,), (out, axis))
+
+
+@derivative("log_softmax")
+def _log_softmax_backward(g, out, axis):
+    gx = np.exp(out)
+    gx *= _sum_keepdims(g, axis)
+    np.subtract(g, gx, out=gx)
+    return (gx,)
+
+
+def fused_linear(x, weight, bias=None):
+    "module 04's linear as one op 'linear': the leading dims flattened into one GEMM."
+    check_linear_input(x, weight)
+    x2 = x.data.reshape(-1, weight.shape[1])
+    out = x2 @ weight.data.T
+    if bias is not None: out += bias.data
+    out = out.reshape(x.shape[:-1] + (weight.shape[0],))
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    return record("linear", out, inputs, (x2, weight.data, x.shape))
+
+
+@derivative("linear")
+def _linear_backward(g, x2, w, x_shape):
+    g2 = g.reshape(-1, w.shape[0])
+    gx = (g2 @ w).reshape(x_shape)
+    gw = g2.T @ x2
+    return gx, gw, g2.sum(axis=0)
+
+
+def _row_sums(a):
+    "Sums over the last axis of a C-contiguous 2-D array, as a BLAS matrix-vector product."
+    return a @ np.ones(a.shape[1], dtype=a.dtype)
+
+
+def fused_cross_entropy(logits, targets, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    "module 05's cross_entropy as one op 'cross_entropy', saving exp(x - m) and its row sums."
+    t, valid, n_valid = check_cross_entropy(logits, targets, ignore_index, reduction, label_smoothing)
+    eps, C = float(label_smoothing), logits.shape[-1]
+    x = logits.data.reshape(-1, C)
+    rows = np.arange(x.shape[0])
+    with np.errstate(invalid="ignore"):                 # a row of only -inf logits gives NaN, like PyTorch
+        z = x - x.max(axis=1, keepdims=True)            # z = x - m <= 0
+        loss = -z[rows, t]                              # -(x_t - m)
+        if eps: z_sum = _row_sums(z)
+        e = np.exp(z, out=z)
+        total = _row_sums(e)
+        lse = np.log(total)                             # log sum exp(x - m)
+        loss += lse                                     # lse - x_t: the negative log-likelihood
+        if eps:
+            loss *= 1.0 - eps
+            lse *= C
+            lse -= z_sum                                # -sum_c log p_c
+            lse *= eps / C
+            loss += lse
+    if valid is not None: loss[~valid] = 0.0
+    if reduction == "none":
+        out = loss.reshape(logits.shape[:-1])
+    elif reduction == "sum":
+        out = np.asarray(loss.sum())
+    else:
+        out = np.asarray(loss.sum() / n_valid if n_valid else np.nan, dtype=x.dtype)
+    saved = (e, total, t, valid, n_valid, reduction, eps, logits.shape)
+    return record("cross_entropy", out, (logits,), saved)
+
+
+@derivative("cross_entropy")
+def _cross_entropy_backward(g, e, total, t, valid, n_valid, reduction, eps, shape):
+    N, C = e.shape
+    if reduction == "none":
+        w = g.reshape(-1).astype(e.dtype)               # per-row weight: the incoming gradient
+    elif reduction == "sum":
+        w = np.full(N, g, dtype=e.dtype)
+    else:
+        w = np.full(N, g / n_valid if n_valid else 0.0, dtype=e.dtype)
+    if valid is not None: w *= valid
+    gx = e * (w / total)[:, None]                       # w * softmax
+    if eps: gx -= (w * (eps / C))[:, None]
+    gx[np.arange(N), t] -= w * (1.0 - eps)              # minus w * onehot, without building it
+    return (gx.reshape(shape),)
+
+
+ELEMENTWISE_KERNELS = {"gelu": fused_gelu, "silu": fused_silu, "softmax": fused_softmax,
+                       "log_softmax": fused_log_softmax, "linear": fused_linear, "cross_entropy": fused_cross_entropy}
+
+# %% [markdown]
+# Each kernel equals its twin in values and every gradient (`_assert_twins`, above), and
+# raises the same errors.
+
+# %%
+import tinytorch.core.activations as _act
+import tinytorch.core.layers as _layers
+import tinytorch.core.losses as _losses
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_fused_gelu_equals_textbook(approximate):
+    _assert_twins(fused_gelu, _act.gelu.textbook, [_r(3, 5, 7, seed=20, scale=3.0)],
+                  lambda f, x: f(x, approximate=approximate), "gelu", "gelu_tanh" if approximate == "tanh" else "gelu")
+
+def test_fused_silu_equals_textbook():
+    _assert_twins(fused_silu, _act.silu.textbook, [_r(3, 5, 7, seed=21, scale=4.0)], lambda f, x: f(x), "silu")
+
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_fused_softmax_equals_textbook(name, axis):
+    kernel = {"softmax": fused_softmax, "log_softmax": fused_log_softmax}[name]
+    _assert_twins(kernel, getattr(_act, name).textbook, [_r(3, 4, 9, seed=22, scale=5.0)],
+                  lambda f, x: f(x, dim=axis), name)
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_linear_equals_textbook(bias):
+    arrays = [_r(2, 7, 12, seed=23, scale=2.0), _r(20, 12, seed=24, scale=0.5), _r(20, seed=25) if bias else None]
+    _assert_twins(fused_linear, _layers.linear.textbook, arrays, lambda f, x, w, b: f(x, w, b), "linear")
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("ignored", [0, 3])
+def test_fused_cross_entropy_equals_textbook(reduction, label_smoothing, ignored):
+    t = np.random.default_rng(26).integers(0, 11, size=(3, 5))
+    t.reshape(-1)[:ignored] = -100
+    _assert_twins(fused_cross_entropy, _losses.cross_entropy.textbook, [_r(3, 5, 11, seed=27, scale=3.0)],
+                  lambda f, x: f(x, t, reduction=reduction, label_smoothing=label_smoothing), "cross_entropy")
+
+def test_fused_elementwise_kernels_raise_the_textbook_errors():
+    x, w = Tensor(np.ones((2, 3))), Tensor(np.ones((4, 5)))
+    cases = [(fused_gelu, _act.gelu.textbook, (x, "exact")), (fused_gelu, _act.gelu.textbook, (Tensor([1, 2]),)),
+             (fused_silu, _act.silu.textbook, (np.ones(2),)), (fused_softmax, _act.softmax.textbook, (x, 2)),
+             (fused_log_softmax, _act.log_softmax.textbook, (x, -3)), (fused_linear, _layers.linear.textbook, (x, w)),
+             (fused_linear, _layers.linear.textbook, (Tensor(np.ones((2, 5), dtype=np.int64)), w)),
+             (fused_cross_entropy, _losses.cross_entropy.textbook, (x, np.array([0, 3]))),
+             (fused_cross_entropy, _losses.cross_entropy.textbook, (x, np.zeros(2), -100, "avg"))]
+    for kernel, twin, args in cases:
+        with pytest.raises(Exception) as fast: kernel(*args)
+        with pytest.raises(Exception) as slow: twin(*args)
+        assert type(fast.value) is type(slow.value) and str(fast.value) == str(slow.value), (kernel.__name__, args)
+    with pytest.warns(RuntimeWarning, match="every target equals ignore_index"):
+        assert np.isnan(fused_cross_entropy(x, np.full(2, -100)).item())
+
 
 # %% [markdown]
 # ## Attention
@@ -485,10 +810,6 @@ def _layer_norm_backward(g, xhat, rstd, w, w_shape, b_shape, x_shape):
     ### END SOLUTION
 
 
-_GELU_K = math.sqrt(2.0 / math.pi)
-_GELU_C = 0.044715
-
-
 def fused_linear_gelu(x, weight, bias=None):
     "module 11's linear_gelu as one op 'linear_gelu': one GEMM, the tanh GELU in place."
     in_features = weight.shape[1]
@@ -601,38 +922,8 @@ NORM_KERNELS = {"layer_norm": fused_layer_norm, "linear_gelu": fused_linear_gelu
 # inside `textbook()`, and the recorded op shows which ran.
 
 # %%
-import pytest
 import tinytorch.models.transformer as _gpt
 import tinytorch.models.llama as _llama
-
-def _leaves(arrays, dtype):
-    return [None if a is None else Tensor(a.astype(dtype), dtype=dtype, requires_grad=True) for a in arrays]
-
-def _value_and_grads(fn, arrays, dtype, call):
-    ts = _leaves(arrays, dtype)
-    out = call(fn, *ts)
-    out.backward(np.random.default_rng(7).standard_normal(out.shape).astype(dtype))
-    return [out.data] + [t.grad.data for t in ts if t is not None]
-
-def _assert_twins(kernel, twin, arrays, call, op):
-    for dtype, rtol in ((np.float64, 1e-10), (np.float32, 2e-5)):
-        fast, slow = _value_and_grads(kernel, arrays, dtype, call), _value_and_grads(twin, arrays, dtype, call)
-        for i, (a, b) in enumerate(zip(fast, slow)):
-            assert a.dtype == b.dtype == dtype and a.shape == b.shape, (op, i)
-            err = np.abs(a - b).max() / np.abs(b).max()
-            assert err <= rtol, f"{op} {np.dtype(dtype).name}: {'value' if i == 0 else f'gradient {i}'} differs by {err:.2e} relative"
-    ts = _leaves(arrays, np.float64)
-    was = enabled()
-    try:
-        register_kernel(op, kernel)
-        assert call(getattr(_gpt, op, None) or getattr(_llama, op), *ts).grad_fn == op          # registration on
-        register_kernel(op, None)
-        assert call(getattr(_gpt, op, None) or getattr(_llama, op), *ts).grad_fn != op          # off: textbook
-    finally:
-        (enable if was else disable)()
-
-def _r(*shape, seed, scale=1.0, offset=0.0):
-    return np.random.default_rng(seed).standard_normal(shape) * scale + offset
 
 @pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("norm_shape", [(16,), (3, 16)])

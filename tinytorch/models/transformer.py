@@ -191,7 +191,7 @@ class GPTConfig:
 
 GPT2_PRESETS = ("gpt2_small", "gpt2_medium", "gpt2_large", "gpt2_xl")
 
-# %% ../../modules/11_gpt/gpt.py #16
+# %% ../../modules/11_gpt/gpt.py #15
 def as_token_ids(x, name):
     "Token ids as an integer ndarray (from a Tensor, array or list); a clear error for anything else."
     arr = x.data if isinstance(x, Tensor) else np.asarray(x)
@@ -359,7 +359,7 @@ class GPT(Module):
         return (f"vocab_size={c.vocab_size}, embed_dim={c.embed_dim}, num_layers={c.num_layers}, "
                 f"num_heads={c.num_heads}, max_seq_len={c.max_seq_len}")
 
-# %% ../../modules/11_gpt/gpt.py #22
+# %% ../../modules/11_gpt/gpt.py #21
 def parameter_breakdown(cfg):
     "Parameters per component of the GPT that `cfg` describes (an OrderedDict ending with 'total'); allocates nothing."
     C, V, P, L, H = cfg.embed_dim, cfg.vocab_size, cfg.max_seq_len, cfg.num_layers, int(cfg.mlp_ratio * cfg.embed_dim)
@@ -399,7 +399,7 @@ def analyze_parameter_scaling(configs=None, print_table=True):
     if print_table: _print_table(rows)
     return rows
 
-# %% ../../modules/11_gpt/gpt.py #24
+# %% ../../modules/11_gpt/gpt.py #23
 def attention_memory_bytes(batch_size, seq_len, num_heads, dtype=np.float32):
     "Bytes of one layer's attention score matrix, shape (batch_size, num_heads, seq_len, seq_len)."
     return int(batch_size) * int(num_heads) * int(seq_len) ** 2 * np.dtype(dtype).itemsize

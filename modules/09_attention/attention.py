@@ -32,7 +32,8 @@
 # backward pass. For $T$ tokens, $S$ and $P$ hold $T^2$ numbers per head and each of these
 # ops writes its own copy; module 17 replaces the two public functions with a fused kernel
 # that makes fewer passes over them and skips the half a causal mask hides, tested equal to
-# the code you write here.
+# the code you write here. At a few hundred tokens that kernel runs attention's forward and
+# backward about twice as fast, because the $T^2$ arrays are what the time goes into.
 #
 # **How to test.** You write the causal mask, `scaled_dot_product_attention`, the KV cache's
 # `append` and the multi-head `fused_qkv_attention`; `MultiHeadAttention` is given. In Jupyter, the

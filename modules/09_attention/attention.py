@@ -179,9 +179,10 @@ if __name__ == "__main__":
 def scaled_dot_product_attention(q, k, v, mask=None, is_causal=False, dropout_p=0.0, scale=None):
     """softmax(q kᵀ · scale + mask) v: a Tensor (..., T_q, d_v) in q's dtype, composed of graph ops.
 
-    q (..., T_q, d), k (..., T_k, d), v (..., T_k, d_v); scale defaults to 1/sqrt(d). `mask` as in
-    `split_mask` (boolean: False blocks; float: added), `is_causal` blocks `future_mask(T_q, T_k)`.
-    Blocked scores are -inf; a row with every key blocked outputs 0 (and passes no gradient)."""
+    q (..., T_q, d), k (..., T_k, d), v (..., T_k, d_v); scale defaults to 1/sqrt(d). The mask arrives
+    split by `split_mask`: add `bias` (None, array or Tensor) to the scores and set them to -inf where
+    `blocked` (None or boolean, True = blocked) or, if `is_causal`, `future_mask(T_q, T_k)` is True.
+    A row with every key blocked outputs 0 (and passes no gradient)."""
     who = "scaled_dot_product_attention"
     check_qkv(q, k, v, who)
     if not 0.0 <= dropout_p <= 1.0: raise ValueError(f"{who}: dropout_p must be in [0, 1], got {dropout_p}")

@@ -1,9 +1,16 @@
-"""Shared helpers for the benchmarks: timing, tables, results files, and the machine's BLAS and thread setup.
+"""Shared helpers for the benchmarks: timing, side-by-side measurement and its self-check, tables,
+results files, and the machine's BLAS and thread setup.
 
 Only ratios measured in one run mean anything (the machine's speed drifts between runs), so a
-benchmark measures tinytorch, NumPy and PyTorch in the same process, close together in time.
-OpenBLAS worker threads spin for about 0.1 s after each BLAS call and steal the second core from
-whatever runs next; call `pause()` between a NumPy block and a PyTorch block.
+benchmark measures tinytorch and PyTorch close together in time: `interleave` alternates the two
+sides in rounds within one process, or a side runs in its own process (`run_standalone`) between
+the other's. Sharing a process is not harmless: OpenBLAS worker threads spin for about 0.1 s after
+each BLAS call, and tinytorch's worker threads stay alive, so a PyTorch block timed right after
+NumPy work can be slowed several times over. `interleave` pauses whenever it switches sides, and
+every comparison checks itself: `check_reference` compares the PyTorch time measured next to
+tinytorch with a fresh PyTorch measurement in a process of its own (`run_standalone`), and a
+deviation beyond the noise of the two measurements flags the comparison, whose ratio is then
+not printed (`ratio_cell`).
 `OPENBLAS_THREAD_TIMEOUT` changes that spin, but only if set before NumPy is first imported; it
 is recorded in the environment, never set here.
 """
@@ -12,6 +19,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -69,11 +77,11 @@ def _block(fn, number):
     return time.perf_counter() - start
 
 
-def time_call(fn, repeat=15, min_block=0.01, max_number=1_000_000):
-    """Median seconds per call of `fn()`.
+def block_sampler(fn, min_block=0.01, max_number=1_000_000):
+    """A function returning one sample of the seconds per call of `fn()`.
 
     Calls are timed in blocks long enough (`min_block` seconds) for the clock to be precise;
-    `number` is calibrated once, after a warm-up. The garbage collector stays on: creating
+    the block size is calibrated once, after a warm-up. The garbage collector stays on: creating
     tensors and graph nodes triggers it in real use too.
     """
     fn()
@@ -82,7 +90,15 @@ def time_call(fn, repeat=15, min_block=0.01, max_number=1_000_000):
         t = _block(fn, number)
         if t >= min_block or number >= max_number: break
         number = min(max_number, number * 10 if t < min_block / 10 else int(number * min_block / t * 1.2) + 1)
-    return summarize([_block(fn, number) / number for _ in range(repeat)], number)
+    sample = lambda: _block(fn, number) / number        # noqa: E731
+    sample.number = number
+    return sample
+
+
+def time_call(fn, repeat=15, min_block=0.01, max_number=1_000_000):
+    "Median seconds per call of `fn()` over `repeat` blocks (see `block_sampler`)."
+    sample = block_sampler(fn, min_block, max_number)
+    return summarize([sample() for _ in range(repeat)], sample.number)
 
 
 def time_with_setup(setup, run, repeat=15):
@@ -104,6 +120,107 @@ def time_with_setup(setup, run, repeat=15):
 def pause(seconds=0.3):
     "Let OpenBLAS worker threads stop spinning before timing something else."
     time.sleep(seconds)
+
+
+# ---------------------------------------------------------------------------------------------
+# Side by side, and the self-check
+
+def interleave(samplers, rounds=3, per_round=5, side=lambda name: name, gap=0.3):
+    """Samples of every sampler (name -> function returning one sample), measured side by side.
+
+    Each of `rounds` rounds takes `per_round` samples of every sampler in turn, in the given order
+    in even rounds and reversed in odd ones (A B | B A | A B: a drift of the machine's speed
+    affects every side alike). Whenever the next block belongs to another side (`side(name)`,
+    e.g. 'torch' and 'tinytorch'), it waits `gap` seconds first, so that the threads of the
+    previous side have gone quiet. Returns {name: [samples]}.
+    """
+    out, names, last = {name: [] for name in samplers}, list(samplers), None
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            if last is not None and side(name) != last: pause(gap)
+            last = side(name)
+            out[name] += [samplers[name]() for _ in range(per_round)]
+    return out
+
+
+def _module_name(fn):
+    module = fn.__module__
+    if module == "__main__":                       # the benchmark being run: benchmarks.NAME
+        main = sys.modules["__main__"]
+        module = getattr(main.__spec__, "name", None) or "benchmarks." + Path(main.__file__).stem
+    return module
+
+
+def run_standalone(fn, *args, timeout=1800, **kwargs):
+    """`fn(*args, **kwargs)` (a top-level function of a benchmarks module, JSON arguments and result) in a
+    fresh Python process of its own: no NumPy, tinytorch or other threads of this process run beside it."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import json, sys\n"
+            f"sys.path.insert(0, {root!r})\n"
+            f"from {_module_name(fn)} import {fn.__name__} as fn\n"
+            "result = fn(*json.loads(sys.argv[1]), **json.loads(sys.argv[2]))\n"
+            "print('\\nRESULT ' + json.dumps(result))\n")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(args), json.dumps(kwargs)],
+                          capture_output=True, text=True, timeout=timeout)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode or not lines:
+        raise RuntimeError(f"the standalone measurement {fn.__name__} failed:\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def spread(timing):
+    "The relative interquartile range of a Timing: its noise."
+    return (timing.q3 - timing.q1) / timing.median if timing.median > 0 else 0.0
+
+
+@dataclass
+class Check:
+    "A PyTorch time measured beside tinytorch against a standalone measurement of the same work."
+    in_run: float            # median seconds, measured in the comparison
+    standalone: float        # median seconds, measured alone in a fresh process
+    tolerance: float         # the relative deviation still counted as noise
+
+    @property
+    def deviation(self): return self.in_run / self.standalone - 1.0
+
+    @property
+    def noisy(self): return self.tolerance > MAX_NOISE
+
+    @property
+    def ok(self): return abs(self.deviation) <= self.tolerance and not self.noisy
+
+    def label(self):
+        if self.noisy: return f"FLAGGED too noisy (+-{self.tolerance:.0%})"
+        return "ok" if self.ok else f"FLAGGED {self.deviation:+.0%}"
+
+
+MAX_NOISE = 0.5              # beyond this relative noise no comparison is meaningful
+
+
+def check_reference(in_run, standalone, floor=0.15):
+    """Check a PyTorch Timing from a comparison against a standalone Timing of the same work: they agree if
+    their medians differ by at most max(`floor`, twice the larger relative interquartile range), and that
+    noise is at most MAX_NOISE."""
+    return Check(in_run.median, standalone.median, max(floor, 2 * max(spread(in_run), spread(standalone))))
+
+
+def ratio_cell(ours, reference, check):
+    "tinytorch / PyTorch time, or None (printed '-') when the PyTorch side failed its check."
+    if reference is None or not reference: return None
+    return None if check is not None and not check.ok else ours / reference
+
+
+def print_flagged(checks):
+    "Say which comparisons failed their self-check, and what to do; return how many failed."
+    bad = {name: c for name, c in checks.items() if c is not None and not c.ok}
+    if bad:
+        print(f"\nFLAGGED: {len(bad)} of {len(checks)} comparisons: their PyTorch time differs from a standalone "
+              "PyTorch measurement by more than noise (or the noise is too large), so no ratio is printed for them:")
+        for name, c in bad.items():
+            print(f"  {name}: {c.in_run * 1e3:.3f} ms in the comparison, {c.standalone * 1e3:.3f} ms alone "
+                  f"({c.deviation:+.0%}, noise +-{c.tolerance:.0%}{', too noisy' if c.noisy else ''})")
+        print("The machine is busy or the two sides disturb each other; rerun on a quiet machine.")
+    return len(bad)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,6 +315,7 @@ def write_results(name, payload, info=None):
 
 def _jsonable(obj):
     if isinstance(obj, Timing): return obj.as_dict()
+    if isinstance(obj, Check): return {**asdict(obj), "deviation": obj.deviation, "noisy": obj.noisy, "ok": obj.ok}
     if isinstance(obj, (np.integer, np.floating)): return obj.item()
     if isinstance(obj, np.ndarray): return obj.tolist()
     if hasattr(obj, "__dataclass_fields__"): return asdict(obj)

@@ -18,6 +18,10 @@ the prefill of the prompt is not timed), so the measured tokens see contexts fro
 KV caches. With the cache the cost of a token grows only with the attention over the cached
 positions, linearly in L; without it, each token costs a full forward over L positions.
 
+The two frameworks alternate in rounds, with a pause whenever the side changes; afterwards PyTorch
+runs every cell again alone in a fresh process, and a cell whose PyTorch time beside tinytorch
+differs from that by more than noise is flagged and gets no ratio.
+
 Printed: ms per token and tokens/s for each framework and mode, the ratio tinytorch / PyTorch
 (time; below 1 is faster), the speedup of the cache, and how many greedy tokens the two frameworks
 agree on. Results go to benchmarks/results/generate.json.
@@ -27,7 +31,8 @@ import time
 
 import numpy as np
 
-from benchmarks._common import environment, pause, print_environment, print_table, torch_or_none, write_results
+from benchmarks._common import (check_reference, environment, interleave, print_environment, print_flagged,
+                                print_table, ratio_cell, run_standalone, summarize, torch_or_none, write_results)
 from tinytorch import manual_seed, no_grad
 from tinytorch.generation import make_kv_caches
 from tinytorch.models.transformer import GPT
@@ -105,6 +110,28 @@ def load_model(checkpoint):
     return GPT(65, 128, 4, 4, max_seq_len=max(CONTEXTS))
 
 
+MODES = {"cache": True, "no_cache": False}
+
+
+def prompts(vocab_size, n):
+    "[(context, prompt)]: for each context length a random prompt of context - n tokens (the same in every process)."
+    rng = np.random.default_rng(0)
+    return [(context, rng.integers(0, vocab_size, size=(1, context - n))) for context in CONTEXTS]
+
+
+def torch_alone(checkpoint, n, repeat):
+    "PyTorch's seconds per token of every cell, measured with nothing else running: {'context|mode': samples}."
+    import torch
+    model = load_model(checkpoint)
+    ref = torch_copy(torch, model)
+    out = {}
+    for context, prompt in prompts(model.config.vocab_size, n):
+        for mode, cache in MODES.items():
+            torch_decode(torch, ref, prompt, n, cache)                     # warm-up
+            out[f"{context}|{mode}"] = [torch_decode(torch, ref, prompt, n, cache)[0] / n for _ in range(repeat)]
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tokens", type=int, default=48, help="Tokens generated per measurement.")
@@ -118,38 +145,43 @@ def main():
     torch = torch_or_none()
     model = load_model(args.checkpoint)
     ref = torch_copy(torch, model) if torch is not None else None
-    rng = np.random.default_rng(0)
-    rows, results = [], []
-    for context in CONTEXTS:
-        prompt = rng.integers(0, model.config.vocab_size, size=(1, context - n))
+    rows, results, checks = [], [], {}
+    cells = []
+    for context, prompt in prompts(model.config.vocab_size, n):
         cell = {"context": context, "new_tokens": n}
-        for cache in (True, False):
-            mode = "cache" if cache else "no_cache"
-            times, tokens = [], None
-            for _ in range(repeat):
-                dt, tokens = tinytorch_decode(model, prompt, n, cache)
-                times.append(dt)
-            cell[f"tinytorch_{mode}_ms_per_token"] = 1000 * float(np.median(times)) / n
-            cell[f"tinytorch_{mode}_tokens"] = tokens
+        samplers = {}
+        for mode, cache in MODES.items():
+            cell[f"tinytorch_{mode}_tokens"] = tinytorch_decode(model, prompt, n, cache)[1]      # also a warm-up
+            samplers[("tinytorch", mode)] = lambda p=prompt, c=cache: tinytorch_decode(model, p, n, c)[0] / n
             if ref is not None:
-                pause()
-                times = []
-                for _ in range(repeat):
-                    dt, torch_tokens = torch_decode(torch, ref, prompt, n, cache)
-                    times.append(dt)
-                cell[f"torch_{mode}_ms_per_token"] = 1000 * float(np.median(times)) / n
-                cell[f"agree_{mode}"] = sum(a == b for a, b in zip(tokens, torch_tokens))
-                pause()
+                torch_tokens = torch_decode(torch, ref, prompt, n, cache)[1]
+                cell[f"agree_{mode}"] = sum(a == b for a, b in zip(cell[f"tinytorch_{mode}_tokens"], torch_tokens))
+                samplers[("torch", mode)] = lambda p=prompt, c=cache: torch_decode(torch, ref, p, n, c)[0] / n
         assert cell["tinytorch_cache_tokens"] == cell["tinytorch_no_cache_tokens"], "cache changed the tokens"
+        samples = interleave(samplers, rounds=repeat, per_round=1, side=lambda key: key[0])
+        cells.append((cell, {key: summarize(v) for key, v in samples.items()}))
+    alone = ({k: summarize(v) for k, v in run_standalone(torch_alone, args.checkpoint, n, max(repeat, 3)).items()}
+             if ref is not None else {})
+    for cell, timings in cells:
+        context = cell["context"]
+        for mode in MODES:
+            cell[f"tinytorch_{mode}_ms_per_token"] = 1000 * timings[("tinytorch", mode)].median
+            if ref is not None:
+                th = timings[("torch", mode)]
+                cell[f"torch_{mode}_ms_per_token"] = 1000 * th.median
+                cell[f"torch_{mode}_alone_ms_per_token"] = 1000 * alone[f"{context}|{mode}"].median
+                checks[f"context {context} {mode}"] = cell[f"check_{mode}"] = \
+                    check_reference(th, alone[f"{context}|{mode}"])
         results.append(cell)
         tt_c, tt_n = cell["tinytorch_cache_ms_per_token"], cell["tinytorch_no_cache_ms_per_token"]
         th_c, th_n = cell.get("torch_cache_ms_per_token"), cell.get("torch_no_cache_ms_per_token")
-        rows.append([context, tt_c, 1000 / tt_c, th_c, None if th_c is None else tt_c / th_c,
-                     tt_n, th_n, None if th_n is None else tt_n / th_n, tt_n / tt_c,
+        rows.append([context, tt_c, 1000 / tt_c, th_c, ratio_cell(tt_c, th_c, cell.get("check_cache")),
+                     tt_n, th_n, ratio_cell(tt_n, th_n, cell.get("check_no_cache")), tt_n / tt_c,
                      None if ref is None else f"{cell['agree_cache']}/{n}"])
     print_table(["context", "tt cache ms/tok", "tt tok/s", "torch cache ms/tok", "ratio", "tt no-cache ms/tok",
                  "torch no-cache ms/tok", "ratio", "cache speedup", "same tokens"], rows,
                 title=f"Greedy decoding, {n} new tokens per context (ratio = tinytorch time / PyTorch time)")
+    print_flagged(checks)
     c0, c1 = results[0]["tinytorch_cache_ms_per_token"], results[-1]["tinytorch_cache_ms_per_token"]
     print(f"\nWith the cache, a token at context {CONTEXTS[-1]} costs {c1 / c0:.2f}x one at context {CONTEXTS[0]} "
           f"({CONTEXTS[-1] // CONTEXTS[0]}x the context); tinytorch's cached and uncached tokens are identical.")

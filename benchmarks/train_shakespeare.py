@@ -17,9 +17,12 @@ the same 20 batches at every evaluation). Being a sample of 15,360 characters, i
 about +-0.02 of the exact loss, which the benchmark also prints: the mean over every window of the
 validation split.
 
-`--torch-steps N` (default 100; 0 to skip) afterwards times N training steps of the same model
-in PyTorch eager (benchmarks/_torch_gpt.py, same initialisation scheme, same batches) in the
-same process, so the ms/iter ratio is measured on the same machine state.
+`--torch-steps N` (default 100; 0 to skip) times N training steps of the same model in PyTorch
+eager (benchmarks/_torch_gpt.py, same initialisation scheme, batches drawn the same way) in a
+fresh process of its own, once before and once after the tinytorch run: PyTorch never runs beside
+tinytorch's threads or NumPy's spinning BLAS threads (measured so, it once printed 320 ms/iter
+where it takes 85). The two PyTorch measurements check each other: if they differ by more than
+noise the machine changed during the run, and the ratio is flagged instead of printed.
 
 Outputs (git-ignored): benchmarks/results/train_shakespeare/{ckpt.npz, loss.png, history.json}
 and benchmarks/results/train_shakespeare.json with the numbers.
@@ -30,24 +33,29 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import RESULTS, environment, pause, print_environment, torch_or_none, write_results
+from benchmarks._common import (RESULTS, check_reference, environment, print_environment, print_flagged,
+                                ratio_cell, run_standalone, summarize, torch_or_none, write_results)
+from tinytorch.data import load_text, make_tokenizer
 from tinytorch.generation import generate
 from tinytorch.checkpoints import evaluate_loss, model_from_checkpoint, run
-from tinytorch.training import get_batch, get_preset
+from tinytorch.training import PRESETS, TrainConfig, get_batch, get_preset
 
 TARGET_VAL_LOSS = 1.88
 NANOGPT_VAL_LOSS = 1.8857
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "tinytorch" / "datasets" / "tinyshakespeare.txt"
 
 
-def torch_ms_per_iter(config, train_data, steps):
-    "Median ms of a PyTorch eager training step (forward, backward, clip, AdamW) on the same configuration."
-    torch = torch_or_none()
-    if torch is None or steps <= 0:
-        return None
+def torch_step_times(config, steps):
+    "Seconds of each of `steps` PyTorch eager training steps (forward, backward, clip, AdamW) of `config` (a dict)."
+    import torch
     from benchmarks._torch_gpt import GPT as TorchGPT
+    config = TrainConfig.from_dict(config)
+    text = load_text(config.data)
+    tokenizer = make_tokenizer(config.tokenizer, text)
+    train_data = np.asarray(tokenizer.encode(text[:int(len(text) * (1.0 - config.val_fraction))]), dtype=np.int64)
     torch.manual_seed(config.seed)
-    model = TorchGPT(65, config.embed_dim, config.num_layers, config.num_heads, config.context_length)
+    model = TorchGPT(tokenizer.vocab_size, config.embed_dim, config.num_layers, config.num_heads,
+                     config.context_length)
     opt = model.optimizer(config.learning_rate, config.weight_decay)
     rng = np.random.default_rng(config.seed)
     times = []
@@ -60,7 +68,7 @@ def torch_ms_per_iter(config, train_data, steps):
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         opt.step()
         times.append(time.perf_counter() - t0)
-    return 1000.0 * float(np.median(times[5:]))
+    return times[5:]
 
 
 def main():
@@ -73,18 +81,20 @@ def main():
     args = ap.parse_args()
     info = environment()
     print_environment(info)
-    config = get_preset("shakespeare-char", data=args.data, max_iters=args.max_iters,
-                        lr_decay_iters=args.max_iters)
+    warmup = PRESETS["shakespeare-char"]["warmup_iters"]
+    config = get_preset("shakespeare-char", data=args.data, max_iters=args.max_iters, lr_decay_iters=args.max_iters,
+                        warmup_iters=warmup if args.max_iters > warmup else args.max_iters // 10)   # a short check run
+    measure_torch = torch_or_none() is not None and args.torch_steps > 0
+    before = run_standalone(torch_step_times, config.to_dict(), args.torch_steps) if measure_torch else None
     t0 = time.perf_counter()
     trainer, result = run(config, args.out, progress="none" if args.no_progress else "auto")
     wall = time.perf_counter() - t0
+    after = run_standalone(torch_step_times, config.to_dict(), args.torch_steps) if measure_torch else None
     h = trainer.history
     model, tok, _ = model_from_checkpoint(Path(args.out) / "ckpt.npz")
     exact_val = evaluate_loss(model, trainer.val_data, config.context_length)
     sample = tok.decode(generate(model, tok.encode("\n"), max_new_tokens=500, temperature=0.8, top_k=200,
                                  seed=config.seed))
-    pause()
-    torch_ms = torch_ms_per_iter(config, trainer.train_data, args.torch_steps)
     print("\n" + "-" * 72)
     print(sample.strip())
     print("-" * 72)
@@ -94,13 +104,20 @@ def main():
     print(f"val loss over the whole validation split (every window, no sampling noise): {exact_val:.4f}")
     print(f"wall time {wall:.1f} s in all; training {result.seconds:.1f} s, {result.ms_per_iter:.1f} ms/iter "
           f"(evaluation excluded)")
-    if torch_ms is not None:
-        print(f"PyTorch eager, same configuration, same process: {torch_ms:.1f} ms/iter; "
-              f"tinytorch / PyTorch = {result.ms_per_iter / torch_ms:.2f}")
+    torch_ms, check, ratio = None, None, None
+    if measure_torch:
+        check = check_reference(summarize(after), summarize(before))
+        torch_ms = 1000.0 * float(np.mean(before + after))      # a mean, like tinytorch's ms/iter
+        ratio = ratio_cell(result.ms_per_iter, torch_ms, check)
+        print(f"PyTorch eager, same configuration, {args.torch_steps} steps in a process of its own before and after "
+              f"the run: {1000 * np.mean(before):.1f} and {1000 * np.mean(after):.1f} ms/iter ({check.label()}); "
+              + (f"tinytorch / PyTorch = {ratio:.2f}" if ratio is not None else "no ratio"))
+        print_flagged({"PyTorch before vs after the run": check})
     path = write_results("train_shakespeare", {
         "config": config.to_dict(), "step": result.step, "val_loss": result.val_loss, "train_loss": result.train_loss,
         "exact_val_loss": exact_val, "target_val_loss": TARGET_VAL_LOSS, "met": result.val_loss <= TARGET_VAL_LOSS, "wall_seconds": wall,
         "train_seconds": result.seconds, "ms_per_iter": result.ms_per_iter, "torch_ms_per_iter": torch_ms,
+        "torch_step_seconds": {"before": before, "after": after}, "torch_check": check, "tinytorch_over_torch": ratio,
         "eval": {"step": h["eval_step"], "train": h["eval_train"], "val": h["eval_val"]}, "sample": sample}, info)
     print(f"results: {path}; checkpoint, loss.png and history.json in {args.out}")
 

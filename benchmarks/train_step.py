@@ -7,18 +7,19 @@ Configurations (issue: performance):
   B: vocab 65, block 256, batch 8, 6 layers, 6 heads, width 384
 Both frameworks run in this process, alternating in rounds with pauses between them (OpenBLAS
 worker threads spin after each call and would slow PyTorch down), so the ratios are measured
-under the same machine conditions. Peak memory of a training step is measured in a fresh
-subprocess per framework, as the growth of peak RSS over the resident size before the step.
+under the same machine conditions. The PyTorch times are then checked against PyTorch measured
+alone in a fresh process; where they differ by more than noise the ratio is flagged, not printed.
+Peak memory of a training step is measured in a fresh subprocess per framework, as the growth of
+peak RSS over the resident size before the step.
 """
 import argparse
 import os
-import subprocess
-import sys
-import time
 
 import numpy as np
 
-from benchmarks._common import environment, pause, print_environment, print_table, torch_or_none, write_results
+from benchmarks._common import (block_sampler, check_reference, environment, interleave, print_environment,
+                                print_flagged, print_table, ratio_cell, run_standalone, summarize, torch_or_none,
+                                write_results)
 
 CONFIGS = {
     "A": dict(vocab=65, block=64, batch=12, layers=4, heads=4, width=128),
@@ -75,56 +76,42 @@ def torch_setup(cfg):
     return train_step, forward
 
 
-def _median_time(fn, n):
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+KINDS = ("train", "forward")
 
 
 def measure(cfg, steps, rounds, threads_list):
+    "{run: {'train': Timing, 'forward': Timing}}, every run interleaved with the others in `rounds` rounds."
     torch = torch_or_none()
     runs = {f"tinytorch-{t}t": tinytorch_setup(cfg, t) for t in threads_list}
     if torch is not None: runs["pytorch"] = torch_setup(cfg)
-    for train, fwd in runs.values():            # warm up every path once
-        train(); fwd()
-    samples = {name: {"train": [], "forward": []} for name in runs}
-    for _ in range(rounds):
-        for name, (train, fwd) in runs.items():
-            pause()
-            samples[name]["train"] += _median_time(train, steps)
-            pause()
-            samples[name]["forward"] += _median_time(fwd, steps)
-    return {name: {k: float(np.median(v)) for k, v in s.items()} for name, s in samples.items()}
+    samplers = {(name, kind): block_sampler(fn) for name, fns in runs.items() for kind, fn in zip(KINDS, fns)}
+    samples = interleave(samplers, rounds, steps, side=lambda key: key[0])
+    return {name: {kind: summarize(samples[(name, kind)]) for kind in KINDS} for name in runs}
 
 
-MEMORY_CHILD = r"""
-import sys, json, numpy as np
-sys.path.insert(0, {root!r})
-from benchmarks.train_step import CONFIGS, tinytorch_setup, torch_setup
-def rss(key):
-    for line in open('/proc/self/status'):
-        if line.startswith(key): return int(line.split()[1]) * 1024
-cfg = CONFIGS[{name!r}]
-train, _ = (tinytorch_setup(cfg, {threads}) if {framework!r} == 'tinytorch' else torch_setup(cfg))
-open('/proc/self/clear_refs', 'w').write('5')
-before = rss('VmRSS:')
-for _ in range(3): train()
-print(json.dumps({{'peak_growth': rss('VmHWM:') - before, 'resident': before}}))
-"""
+def torch_alone(name, steps, rounds):
+    "PyTorch's training-step and forward samples (seconds) for config `name`, measured with nothing else running."
+    samplers = dict(zip(KINDS, (block_sampler(fn) for fn in torch_setup(CONFIGS[name]))))
+    return interleave(samplers, rounds, steps)
 
 
 def peak_memory(name, framework, threads=1):
     """Peak RSS growth over the built model during its first three training steps (activations, gradients,
     optimizer state), in a fresh process; None where /proc is unavailable."""
     if not os.path.exists("/proc/self/clear_refs"): return None
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = MEMORY_CHILD.format(root=root, name=name, framework=framework, threads=threads)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    import json
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_standalone(_peak_memory_here, name, framework, threads)
+
+
+def _peak_memory_here(name, framework, threads):
+    def rss(key):
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
+    cfg = CONFIGS[name]
+    train, _ = tinytorch_setup(cfg, threads) if framework == "tinytorch" else torch_setup(cfg)
+    with open("/proc/self/clear_refs", "w") as f: f.write("5")
+    before = rss("VmRSS:")
+    for _ in range(3): train()
+    return {"peak_growth": rss("VmHWM:") - before, "resident": before}
 
 
 def main(argv=None):
@@ -146,13 +133,23 @@ def main(argv=None):
         if not args.memory_only:
             times = measure(cfg, args.steps, args.rounds, args.threads)
             ref = times.get("pytorch")
+            checks = {}
+            if ref is not None:
+                alone = {k: summarize(v) for k, v in run_standalone(torch_alone, name, args.steps, args.rounds).items()}
+                checks = {kind: check_reference(ref[kind], alone[kind]) for kind in KINDS}
+                times["pytorch alone"] = alone
             rows = []
             for run, t in times.items():
-                rows.append([run, t["train"] * 1e3, None if ref is None else t["train"] / ref["train"],
-                             t["forward"] * 1e3, None if ref is None else t["forward"] / ref["forward"]])
+                ratios = {k: None if ref is None else ratio_cell(t[k].median, ref[k].median, checks[k]) for k in KINDS}
+                rows.append([run, t["train"].median * 1e3, ratios["train"], t["forward"].median * 1e3,
+                             ratios["forward"]])
             print_table(["run", "train step ms", "ratio", "forward ms", "ratio"], rows,
-                        title=f"Config {name}: {cfg}")
+                        title=f"Config {name}: {cfg} (ratio: time / PyTorch's beside it)")
+            if checks:
+                print("PyTorch beside tinytorch vs alone: " + ", ".join(f"{k} {c.label()}" for k, c in checks.items()))
+                print_flagged({f"config {name} {k}": c for k, c in checks.items()})
             results[name]["times_s"] = times
+            results[name]["checks"] = checks
         if not args.no_memory:
             mem = {"tinytorch": peak_memory(name, "tinytorch", max(args.threads))}
             if ref is not None: mem["pytorch"] = peak_memory(name, "pytorch")

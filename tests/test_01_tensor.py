@@ -411,3 +411,167 @@ def test_join_and_select_errors():
     _raises(IndexError, r"^index into a tensor of shape \(2, 3\): too many indices", lambda: a[0, 0, 0])
     _raises(IndexError, r"^index into a tensor of shape \(2, 3\): boolean index did not match",
             lambda: a[np.ones(3, bool)])
+
+
+# ---------------------------------------------------------------------------------------------
+# Moved from the notebook: the given code (Tensor, record, kernels, creation, operators) and each
+# op's forward values (the notebook checks each op's record contract instead)
+
+def test_tensor_basics():
+    t = Tensor([[1, 2], [3, 4.5]])
+    assert t.dtype == np.float32 and t.shape == (2, 2) and t.ndim == 2
+    assert Tensor(np.zeros(3, dtype=np.float64)).dtype == np.float32          # float32 by default
+    assert Tensor([1.0], dtype=np.float64).dtype == np.float64                 # float64 when asked
+    assert Tensor([1, 2]).dtype == np.int64 and Tensor([True]).dtype == np.bool_
+    assert Tensor(Tensor([1.0], dtype=np.float64)).dtype == np.float64         # a Tensor keeps its dtype
+    assert Tensor([[1.0, 2.0]]).tolist() == [[1.0, 2.0]] and Tensor([3.5]).item() == 3.5
+    assert np.asarray(t).dtype == np.float32 and np.array_equal(np.asarray(t), t.numpy())
+    assert "requires_grad=True" in repr(Tensor([1.0], requires_grad=True))
+    assert "dtype=int64" in repr(Tensor([1]))
+
+
+def test_tensor_errors():
+    with pytest.raises(TypeError, match="only floating-point tensors can require gradients.*int64"):
+        Tensor([1, 2], requires_grad=True)
+    with pytest.raises(TypeError, match="numeric"):
+        Tensor(["a"])
+    with pytest.raises(ValueError, match=r"one element.*\(2,\)"):
+        Tensor([1.0, 2.0]).item()
+
+
+def test_record_without_grad_keeps_nothing():
+    a = Tensor([1.0])
+    out = T.record("anything", a.data * 2, (a,), (a.data,))
+    assert out._node is None and not out.requires_grad    # no input needs grad: nothing recorded
+
+
+def test_replaceable_runs_a_registered_kernel_for_package_functions_only():
+    def double(x): return 2 * x
+    double.__module__ = "tinytorch.example"
+    fast = T.replaceable("example_double")(double)
+    assert fast(3) == 6 and fast.textbook is double and fast.__name__ == "double"
+    try:
+        T.register_kernel("example_double", lambda x: x + x + 0.5)
+        assert fast(3) == 6.5                                  # the registered kernel runs
+        def mine(x): return 2 * x
+        assert T.replaceable("example_double")(mine) is mine     # a notebook's function is never replaced
+    finally:
+        T.register_kernel("example_double", None)
+    assert fast(3) == 6 and "example_double" not in T.KERNELS
+
+
+def test_creation():
+    assert T.zeros(2, 3).shape == (2, 3) and T.zeros((2, 3)).dtype == np.float32
+    assert T.ones(2, dtype=np.float64).dtype == np.float64
+    assert np.array_equal(T.full((2,), 7.0).data, [7.0, 7.0])
+    assert np.array_equal(T.arange(4).data, [0, 1, 2, 3]) and T.arange(4).dtype == np.int64
+    assert T.arange(0.0, 1.0, 0.5).dtype == np.float32
+    assert T.zeros_like(T.ones(2, 2, dtype=np.float64)).dtype == np.float64
+    manual_seed(0); a = T.randn(3, 4)
+    manual_seed(0); b = T.randn(3, 4)
+    assert np.array_equal(a.data, b.data) and a.dtype == np.float32
+    assert 0.0 <= T.rand(100).data.min() and T.rand(100).data.max() < 1.0
+
+
+def test_random_source_holds_the_generator():
+    previous = T.set_random_source(T.RandomSource(np.random.default_rng(0)))
+    try:
+        c = T.randn(3, 4)                                 # drawn from the installed source's generator
+        manual_seed(0)
+        assert T.random_source().generator is T.get_rng() and np.array_equal(T.randn(3, 4).data, c.data)
+    finally:
+        T.set_random_source(previous)
+    assert T.random_source() is previous
+
+
+def test_operators_bound():
+    a, b = Tensor([[1.0, 2.0], [3.0, 4.0]]), Tensor([10.0, 20.0])
+    assert np.array_equal((a + b).data, a.data + b.data) and np.array_equal((1 + a).data, 1 + a.data)
+    assert np.array_equal((2.0 - a).data, 2.0 - a.data) and np.allclose((1 / a).data, 1 / a.data)
+    assert np.array_equal((a @ a).data, a.data @ a.data) and np.array_equal(a.T.data, a.data.T)
+    assert np.array_equal((a ** 2).data, a.data ** 2) and np.allclose((2 ** a).data, 2 ** a.data)
+    assert np.array_equal((np.float32(2) * a).data, 2 * a.data)            # NumPy scalars defer to Tensor
+    assert (a > 2).dtype == np.bool_ and np.array_equal((a > 2).data, a.data > 2)
+    assert a.sum(dim=0).shape == (2,) and a.view(4).shape == (4,) and a[0, 1].item() == 2.0
+    assert {a: 1}[a] == 1                                                    # tensors stay hashable
+
+
+def test_arithmetic_forward():
+    a = Tensor(np.arange(6.0).reshape(2, 3))
+    b = Tensor([10.0, 20.0, 30.0])
+    assert np.array_equal(T.add(a, b).data, a.data + b.data)
+    assert np.array_equal(T.sub(a, b).data, a.data - b.data)
+    assert np.array_equal(T.mul(a, b).data, a.data * b.data)
+    assert np.allclose(T.div(a, b).data, a.data / b.data)
+    assert np.array_equal(T.rsub(a, 1.0).data, 1.0 - a.data)
+    assert np.allclose(T.rdiv(b, 2.0).data, 2.0 / b.data)
+    assert np.array_equal(T.neg(a).data, -a.data)
+    for n in (2, 3, 0.5, -1, 1.5):
+        assert np.allclose(T.pow(b, n).data, b.data ** n)
+    assert np.allclose(T.rpow(a, 2.0).data, 2.0 ** a.data)
+    assert T.mul(a, 0.5).dtype == np.float32              # a Python float does not promote to float64
+
+
+def test_elementwise_forward():
+    x = Tensor([-800.0, -1.0, 0.0, 2.0, 800.0])
+    assert np.allclose(T.sigmoid(x).data, [0.0, 1 / (1 + np.e), 0.5, 1 / (1 + np.exp(-2.0)), 1.0])
+    assert np.all(np.isfinite(T.sigmoid(x).data))
+    assert np.array_equal(T.relu(x).data, [0, 0, 0, 2, 800]) and np.array_equal(T.abs(x).data, np.abs(x.data))
+    p = Tensor([0.25, 4.0])
+    assert np.allclose(T.sqrt(p).data, [0.5, 2.0]) and np.allclose(T.log(T.exp(p)).data, p.data)
+    assert np.allclose(T.tanh(p).data, np.tanh(p.data))
+    assert np.array_equal(T.maximum(x, Tensor(0.0)).data, T.relu(x).data)
+    assert np.array_equal(T.minimum(x, Tensor([1.0])).data, np.minimum(x.data, 1.0))
+    assert np.array_equal(T.clip(x, -1.0, 1.0).data, [-1, -1, 0, 1, 1])
+
+
+def test_reductions_forward():
+    x = Tensor(np.arange(24.0).reshape(2, 3, 4))
+    assert np.array_equal(T.sum(x).data, x.data.sum())
+    assert np.array_equal(T.sum(x, axis=(0, 2)).data, x.data.sum(axis=(0, 2)))
+    assert T.sum(x, dim=1, keepdim=True).shape == (2, 1, 4)
+    assert np.allclose(T.mean(x, axis=-1).data, x.data.mean(axis=-1))
+    assert np.array_equal(T.max(x, axis=1).data, x.data.max(axis=1)) and T.max(x, axis=1).shape == (2, 4)
+    assert np.array_equal(T.min(x, axis=(0, 1), keepdims=True).data, x.data.min(axis=(0, 1), keepdims=True))
+    assert np.allclose(T.var(x, axis=2).data, x.data.var(axis=2, ddof=1))
+    assert np.allclose(T.var(x, axis=2, correction=0).data, x.data.var(axis=2))
+
+
+def test_matmul_forward():
+    rng = np.random.default_rng(0)
+    for sa, sb in [((3, 4), (4, 5)), ((2, 3, 4), (4, 5)), ((4,), (4, 5)), ((3, 4), (4,)), ((4,), (4,)),
+                   ((2, 1, 3, 4), (5, 4, 2))]:
+        a, b = rng.standard_normal(sa), rng.standard_normal(sb)
+        assert np.allclose(T.matmul(Tensor(a), Tensor(b)).data, a @ b)
+
+
+def test_shape_ops_forward():
+    x = Tensor(np.arange(24.0).reshape(2, 3, 4))
+    assert T.reshape(x, 4, -1).shape == (4, 6) and T.reshape(x, (6, 4)).shape == (6, 4)
+    assert T.unsqueeze(x, 1).shape == (2, 1, 3, 4) and T.unsqueeze(x, -1).shape == (2, 3, 4, 1)
+    assert T.squeeze(T.unsqueeze(x, 0)).shape == (2, 3, 4) and T.squeeze(Tensor(np.ones((1, 2, 1))), 0).shape == (2, 1)
+    assert T.flatten(x).shape == (24,) and T.flatten(x, 1).shape == (2, 12)
+    assert np.array_equal(T.transpose(x, 0, 2).data, x.data.transpose(2, 1, 0))
+    assert np.array_equal(T.permute(x, 1, 2, 0).data, x.data.transpose(1, 2, 0))
+    assert T.expand(Tensor(np.ones((3, 1))), 2, 3, 4).shape == (2, 3, 4)
+    assert T.expand(Tensor(np.ones((3, 1))), -1, 5).shape == (3, 5)
+
+
+def test_indexing_forward():
+    x = Tensor(np.arange(24.0).reshape(2, 3, 4))
+    for idx in [0, (1, 2), (slice(None), 1), (Ellipsis, 0), (None, 0), ([1, 1, 0],), (x.data > 5,),
+                (slice(None), [0, 2], [1, 3]), Tensor([0, 1])]:
+        expected = x.data[T._index_data(idx)]
+        assert np.array_equal(T.getitem(x, idx).data, expected)
+
+
+def test_join_and_select_forward():
+    a, b = Tensor(np.ones((2, 3))), Tensor(np.zeros((2, 2)))
+    assert T.cat([a, b], axis=1).shape == (2, 5) and T.cat([a, a], dim=0).shape == (4, 3)
+    assert T.stack([a, a], axis=1).shape == (2, 2, 3)
+    pieces = T.split(Tensor(np.arange(10.0)), 4)
+    assert [p.shape for p in pieces] == [(4,), (4,), (2,)]
+    assert [p.shape for p in T.split(Tensor(np.ones((2, 5))), [2, 3], dim=1)] == [(2, 2), (2, 3)]
+    x = Tensor([1.0, -2.0, 3.0])
+    assert np.array_equal(T.where(x.data > 0, x, Tensor(0.0)).data, [1.0, 0.0, 3.0])
+    assert np.array_equal(T.masked_fill(x, x.data < 0, -np.inf).data, [1.0, -np.inf, 3.0])

@@ -7,6 +7,7 @@ every other op within |a - b| <= 1e-10 * max(1, |b|). Every differentiable case 
 `gradcheck` (central differences), and runs in float32 with float32 values and gradients.
 """
 import gc
+import re
 import threading
 import time
 import weakref
@@ -51,29 +52,55 @@ def _inputs(shapes, domains):
     return [_array(s, d, seed=i + 1) for i, (s, d) in enumerate(zip(shapes, domains))]
 
 
-def assert_match(actual, expected, exact=False, tol=TOL, what="value"):
-    "Same shape, same NaN/inf pattern, and max abs/rel error <= tol (or bitwise equal if exact)."
+def _values_at(idx, shape, inputs):
+    "Each input's value at position `idx` of an array of `shape` (inputs that broadcast to it; others left out)."
+    out = []
+    for name, x in inputs:
+        try:
+            out.append(f"{name} = {np.broadcast_to(np.asarray(x), shape)[idx]:.10g}")
+        except ValueError:
+            pass
+    return ", ".join(out)
+
+
+def assert_match(actual, expected, exact=False, tol=TOL, what="value", inputs=()):
+    """Same shape, same NaN/inf pattern, and max abs/rel error <= tol (or bitwise equal if exact).
+
+    A mismatch names the worst index, the two values there, the error, and the value there of each of
+    `inputs` (pairs of name and array) that broadcasts to the compared shape, e.g. the x = 0 of a kink."""
     actual, expected = np.asarray(actual), np.asarray(expected)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != expected {expected.shape}"
-    if exact:
-        assert np.array_equal(actual, expected, equal_nan=True), f"{what}: not bitwise equal to PyTorch"
+    with np.errstate(invalid="ignore"):
+        if exact:
+            bad = ~((actual == expected) | (np.isnan(actual) & np.isnan(expected)))
+            err = np.where(bad, np.inf, 0.0)
+        else:
+            nan_a, nan_e = np.isnan(actual), np.isnan(expected)
+            inf = np.isinf(expected) | np.isinf(actual)
+            rel = np.abs(actual - expected) / np.maximum(1.0, np.abs(expected))
+            err = np.where(nan_a | nan_e, np.where(nan_a == nan_e, 0.0, np.inf),
+                           np.where(inf, np.where(actual == expected, 0.0, np.inf), rel))
+            bad = err > tol
+    if not bad.any():
         return
-    nan = np.isnan(expected)
-    assert np.array_equal(np.isnan(actual), nan), f"{what}: NaN positions differ from PyTorch"
-    a, e = actual[~nan], expected[~nan]
-    inf = np.isinf(e)
-    assert np.array_equal(a[inf], e[inf]), f"{what}: infinities differ from PyTorch"
-    err = np.abs(a[~inf] - e[~inf]) / np.maximum(1.0, np.abs(e[~inf]))
-    assert err.size == 0 or err.max() <= tol, f"{what}: max abs/rel error {err.max():.3g} > {tol:g}"
+    idx = np.unravel_index(int(np.argmax(np.where(bad, err, -1.0))), actual.shape) if actual.ndim else ()
+    where = f" at index {tuple(int(i) for i in idx)}" if actual.ndim else ""
+    there = _values_at(idx, actual.shape, inputs)
+    limit = "bitwise equality" if exact else f"{tol:g}"
+    raise AssertionError(f"{what}: {int(bad.sum())} of {bad.size} values differ from PyTorch; worst{where}"
+                         f"{', where ' + there if there else ''}: got {actual[idx]:.10g}, PyTorch {expected[idx]:.10g} "
+                         f"(abs/rel error {err[idx]:.3g} > {limit})")
 
 
 def run_parity(tt_fn, th_fn, arrays, exact=False, tol=TOL, seed=1234):
     "Run both frameworks in float64 on the same inputs; compare output and every input's gradient."
+    names = ["x"] if len(arrays) == 1 else [chr(ord("a") + k) for k in range(len(arrays))]
+    named = list(zip(names, arrays))
     tt_in = [Tensor(a, dtype=np.float64, requires_grad=True) for a in arrays]
     th_in = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in arrays]
     out, ref = tt_fn(*tt_in), th_fn(*th_in)
     assert isinstance(out, Tensor) and out.dtype == np.float64 and out.requires_grad
-    assert_match(out.data, ref.detach().numpy(), exact, tol, "forward")
+    assert_match(out.data, ref.detach().numpy(), exact, tol, "forward", named)
     rng = np.random.default_rng(seed)
     # Integer upstream gradients keep sums exact whatever their order, so exact cases stay exact.
     g = rng.integers(-4, 5, size=ref.shape).astype(np.float64) if exact else rng.standard_normal(ref.shape)
@@ -82,9 +109,10 @@ def run_parity(tt_fn, th_fn, arrays, exact=False, tol=TOL, seed=1234):
     ref.backward(torch.tensor(g))
     for k, (t, r) in enumerate(zip(tt_in, th_in)):
         expected = np.zeros(r.shape) if r.grad is None else r.grad.numpy()
-        assert t.grad is not None, f"input {k} got no gradient"
+        assert t.grad is not None, f"input {k} ({names[k]}) got no gradient"
         assert t.grad.dtype == np.float64 and t.grad.shape == t.shape
-        assert_match(t.grad.data, expected, exact, tol, f"gradient of input {k}")
+        assert_match(t.grad.data, expected, exact, tol, f"gradient of input {k} ({names[k]})",
+                     [(names[k], arrays[k])] + [p for j, p in enumerate(named) if j != k])
     return tt_in
 
 
@@ -383,6 +411,19 @@ EDGE = np.array([0.0, 1.5, -2.0, 0.0, 0.5, -0.5])
 def test_kinks_and_boundaries_match_torch(fn):
     with np.errstate(all="ignore"):
         run_parity(fn, fn, [EDGE])
+
+
+@needs_torch
+def test_a_parity_failure_names_the_input_where_and_by_how_much(monkeypatch):
+    monkeypatch.setitem(DERIVATIVES, "relu", lambda g, a: (g * (a >= 0),))     # relu'(0) = 1; PyTorch's is 0
+    with pytest.raises(AssertionError) as info:
+        run_parity(lambda x: x.relu(), lambda x: x.relu(), [EDGE])
+    assert re.fullmatch(r"gradient of input 0 \(x\): 2 of 6 values differ from PyTorch; worst at index \([03],\), "
+                        r"where x = 0: got -?\d\.\d+, PyTorch 0 \(abs/rel error \d\.\d+ > 1e-10\)", str(info.value)), info.value
+    with pytest.raises(AssertionError, match=r"^forward: 1 of 2 values differ from PyTorch; worst at index \(1,\), "
+                                             r"where a = 2, b = 3: got 7, PyTorch 6 \(abs/rel error 0.167 > 1e-10\)$"):
+        run_parity(lambda a, b: a * b + (a * 0 + np.array([0.0, 1.0])), lambda a, b: a * b,
+                   [np.array([1.0, 2.0]), np.array([4.0, 3.0])])
 
 
 @needs_torch
@@ -760,7 +801,7 @@ def test_op_without_rule_is_reported(monkeypatch):
 
 def test_gradcheck_reports_a_wrong_rule(monkeypatch):
     monkeypatch.setitem(DERIVATIVES, "sigmoid", lambda g, out: (g * out,))
-    with pytest.raises(GradcheckError, match=r"gradcheck failed for input 0 at index \(\d+,\): analytic .* numeric"):
+    with pytest.raises(GradcheckError, match=r"gradcheck failed for input 0 at index \(\d+,\) \(value -?[\d.]+\): analytic .* numeric"):
         gradcheck(lambda t: t.sigmoid(), [Tensor([0.5, -1.0, 2.0])])
     assert gradcheck(lambda t: t.sigmoid(), [Tensor([0.5, -1.0, 2.0])], raise_exception=False) is False
 
@@ -779,3 +820,69 @@ def test_public_imports():
                  "zeros", "ones", "randn", "rand", "arange"):
         assert hasattr(tinytorch, name), name
     assert (PublicTensor([1.0], requires_grad=True) * 2).sum()._node is not None   # autograd is loaded
+
+
+# ---------------------------------------------------------------------------------------------
+# Moved from the notebook: tests of the given code (gradcheck, backward's checks, no_grad) and the long chain
+
+def test_gradcheck_catches_a_wrong_rule():
+    saved = DERIVATIVES["tanh"]
+    try:
+        DERIVATIVES["tanh"] = lambda g, out: (g * (1 - out),)       # a plausible mistake
+        with pytest.raises(GradcheckError, match="gradcheck failed for input 0 at index"):
+            gradcheck(T.tanh, [Tensor(np.random.default_rng(3).standard_normal(3), dtype=np.float64)])
+    finally:
+        DERIVATIVES["tanh"] = saved
+
+
+def test_backward_error_messages():
+    with pytest.raises(RuntimeError, match=r"needs a scalar output; this tensor has shape \(2,\)"):
+        (Tensor([1.0, 2.0], requires_grad=True) * 2).backward()
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        Tensor([1.0]).sum().backward()
+    with pytest.raises(ValueError, match=r"gradient has shape \(3,\) but the output has shape \(2,\)"):
+        (Tensor([1.0, 2.0], requires_grad=True) * 2).backward(np.ones(3))
+
+
+def test_no_grad_records_nothing():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    with no_grad():
+        y = x * 2
+        assert not is_grad_enabled()
+        with enable_grad():
+            z = x * 2
+    assert y._node is None and not y.requires_grad and z._node is not None and is_grad_enabled()
+
+    @no_grad()
+    def f(t): return t * 3
+    assert f(x)._node is None and is_grad_enabled()
+    with set_grad_enabled(False):
+        assert (x * 1)._node is None
+    assert is_grad_enabled()
+
+
+def test_long_chain_is_iterative_and_linear():
+    x = Tensor([1.0], requires_grad=True)
+    y = x
+    for _ in range(100_000):
+        y = y * 1.0
+    y.sum().backward()                                            # no RecursionError
+    assert x.grad.item() == 1.0
+
+
+
+def test_module_01_checks_the_saved_values_every_rule_reads():
+    "Module 01's check_record calls name, for every op of this module, the values its rule takes, in order."
+    import ast
+    import inspect
+    from pathlib import Path
+    text = (Path(__file__).resolve().parent.parent / "modules" / "01_tensor" / "tensor.py").read_text(encoding="utf-8")
+    checked = {}
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "check_record":
+            checked.setdefault(node.args[1].value, set()).add(tuple(k.arg for k in node.keywords))
+    rules = {op: rule for op, rule in DERIVATIVES.items() if rule.__module__ == "tinytorch.core.autograd"}
+    assert sorted(set(rules) - set(checked)) == [], "ops whose record contract module 01 does not check"
+    for op, rule in rules.items():
+        wanted = tuple(inspect.signature(rule).parameters)[1:]
+        assert checked[op] == {wanted}, f"{op}: module 01 checks saved values {checked[op]}, the rule takes {wanted}"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TENSOR_NB, tree_bytes, write_project
+from tests.helpers import HEADER, TENSOR_NB, tree_bytes, write_project
 from tito.export import export
 from tito.learner import LearnerError, Progress, make_stub, sync_paired_ipynb
 from tito.project import Module, Project
@@ -255,6 +255,71 @@ def test_real_stubs_name_their_tests():
         assert all(f"tito module test {mod.number}" in m or f"tito test {mod.number}" in m for m in msgs)
 
 
+RULES_NB = HEADER + '''
+# %%
+#| export
+import numpy as np
+RULES = {}
+
+def rule(op):
+    def register(f):
+        RULES[op] = f
+        return f
+    return register
+
+@rule("mul")
+def _times(g, a, b):
+    "mul: g * b and g * a."
+    ### BEGIN SOLUTION
+    return g * b, g * a
+    ### END SOLUTION
+
+def _cat_rows(parts):
+    ### BEGIN SOLUTION
+    return np.concatenate(parts)
+    ### END SOLUTION
+
+# %%
+import pytest
+CASES = {"add": 1, "mul": 2}
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_rule(name):
+    assert name in RULES
+
+def test_gradcheck_catches_nothing():
+    assert True
+
+def test_cat_joins():
+    assert RULES
+'''
+
+
+def test_stub_of_a_registered_rule_names_its_case_and_stems_match_whole_words():
+    stub, n = make_stub(RULES_NB, MOD1)
+    assert n == 2
+    assert ("implement _times - hint: read the docstring and the tests of this module - checked by "
+            "test_every_rule[mul]: tito module test 1 -k \"test_every_rule[mul]\"") in stub
+    assert "implement _cat_rows - hint: read the docstring and the tests of this module - checked by test_cat_joins:" in stub
+    assert "catches" not in stub.split("implement _cat_rows")[1].split("\n")[0]
+
+
+def test_every_stub_of_modules_1_and_2_names_its_tests():
+    for mod in REAL.modules()[:2]:
+        stub, n = make_stub(mod.notebook.read_text(encoding="utf-8"), mod, REAL.rel(mod.notebook),
+                            {REAL.rel(t): t.read_text(encoding="utf-8") for t in REAL.package_tests(mod)})
+        msgs = re.findall(r"raise NotImplementedError\((['\"].*implement.*)\)", stub)
+        assert len(msgs) == n > 30
+        vague = [m for m in msgs if "checked by the tests of this module" in m]
+        assert not vague, vague
+        text = mod.notebook.read_text(encoding="utf-8")
+        lines = [i + 1 for i, l in enumerate(text.splitlines()) if "### BEGIN SOLUTION" in l]
+        funcs = [f for f in ast.walk(ast.parse(text)) if isinstance(f, ast.FunctionDef)
+                 and any(f.lineno < n <= f.end_lineno for n in lines)]
+        assert len(funcs) == n and all(ast.get_docstring(f) for f in funcs), \
+            [f.name for f in funcs if not ast.get_docstring(f)]
+
+
 # ----------------------------- re-completing a module re-checks what builds on it ----
 BREAKS_GRAD = "return np.add(a, b) if isinstance(a, int) else np.multiply(a, b)"
 
@@ -327,3 +392,35 @@ def test_status_never_counts_a_module_whose_package_code_changed_untested(cli, i
     r = cli("module", "status")
     assert "Completed 1 of 2 modules." in r.output and "not re-checked" not in r.output
     assert "Next: finish workspace/01_tensor/tensor.py, then tito module complete 1" in r.output
+
+
+# ------------------------------- module 1's tests check the contract module 2 relies on ----
+NATURAL_MUL = 'return record("mul", _binary("mul", np.multiply, a, b), (a, b))'
+CONTRACT_MUL = 'return record("mul", _binary("mul", np.multiply, a, b), (a, b), (a.data, b.data))'
+
+
+def test_wrong_saved_values_fail_in_module_1(tmp_path, monkeypatch, cli, capfd):
+    """A learner's `record("mul", data, (a, b))` without the saved arrays fails module 1's own tests,
+    naming the op and what module 2's rule needs; the reference solution passes them."""
+    root = tmp_path / "real"
+    (root / "modules").mkdir(parents=True)
+    for f in ("settings.ini", "pyproject.toml", "conftest.py", "jupytext.toml"):
+        shutil.copy(ROOT / f, root / f)
+    shutil.copytree(ROOT / "modules" / "01_tensor", root / "modules" / "01_tensor")
+    shutil.copytree(ROOT / "tinytorch", root / "tinytorch", ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("PYTHONPATH", f"{root}{os.pathsep}{ROOT}")   # the notebooks import tito.notebook
+    reference = (root / "modules" / "01_tensor" / "tensor.py").read_text()
+    assert reference.count(CONTRACT_MUL) == 1
+    assert cli("module", "start", "1").exit_code == 0
+    ws = root / "workspace" / "01_tensor" / "tensor.py"
+    ws.write_text(reference.replace(CONTRACT_MUL, NATURAL_MUL))
+    capfd.readouterr()
+    r = cli("module", "test", "1", "-k", "records")
+    out = capfd.readouterr().out
+    assert r.exit_code == 1
+    assert "FAILED workspace/01_tensor/tensor.py::test_arithmetic_records" in out
+    assert "mul: saved (); module 02's rule needs (a, b)" in out
+    assert re.search(r"1 failed, \d+ passed", out)
+    ws.write_text(reference)
+    assert cli("module", "test", "1", "-k", "records").exit_code == 0

@@ -219,8 +219,48 @@ def _test_references(text: str) -> dict[str, set[str]]:
     return out
 
 
-def _checked_by(what: str, own: dict[str, set[str]], others: dict[str, dict[str, set[str]]]) -> tuple[list, list]:
-    """Notebook tests and package tests (``path::name``) that mention the stubbed function."""
+def _strings(node: ast.AST | None, tables: dict[str, list[str]]) -> list[str]:
+    """The strings a parametrize argument lists: a literal list/tuple, a module-level table's
+    keys (``GRADCHECK_CASES``) or either wrapped in a call (``sorted(...)``, ``list(...)``)."""
+    if isinstance(node, ast.Call) and node.args:
+        return _strings(node.args[0], tables)
+    if isinstance(node, ast.Name):
+        return tables.get(node.id, [])
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+    return []
+
+
+def _param_ids(tree: ast.AST) -> dict[str, list[str]]:
+    """``test_*`` function name -> the string ids of its ``@pytest.mark.parametrize`` (one argument)."""
+    tables = {}
+    for node in getattr(tree, "body", []):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            v = node.value
+            keys = v.keys if isinstance(v, ast.Dict) else v.elts if isinstance(v, (ast.List, ast.Tuple)) else []
+            tables[node.targets[0].id] = [k.value for k in keys if isinstance(k, ast.Constant) and isinstance(k.value, str)]
+    out = {}
+    for node in getattr(tree, "body", []):
+        if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+            for d in node.decorator_list:
+                if isinstance(d, ast.Call) and getattr(d.func, "attr", "") == "parametrize" and len(d.args) > 1:
+                    out.setdefault(node.name, []).extend(_strings(d.args[1], tables))
+    return out
+
+
+def _decorator_strings(tree: ast.AST, what: str) -> list[str]:
+    """String arguments of the decorators of top-level function ``what`` (``@derivative("mul")`` -> mul)."""
+    for node in getattr(tree, "body", []):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == what:
+            return [a.value for d in node.decorator_list if isinstance(d, ast.Call)
+                    for a in d.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+    return []
+
+
+def _checked_by(what: str, own: dict[str, set[str]], others: dict[str, dict[str, set[str]]],
+                ops: list[str] = (), params: dict[str, list[str]] | None = None) -> tuple[list, list]:
+    """Notebook tests and package tests (``path::name``) that mention the stubbed function; for a
+    function registered under a name (``ops``), the notebook's parametrized cases of that name."""
     parts = what.split(".")
     keys = {parts[-1]}
     if len(parts) > 1 and (parts[-1].startswith("__") or parts[-1] in ("forward", "__call__")):
@@ -230,12 +270,16 @@ def _checked_by(what: str, own: dict[str, set[str]], others: dict[str, dict[str,
     pkg = [f"{path}::{t}" for path, tests in others.items() for t, refs in tests.items() if hit(t, refs)]
     if nb or pkg:
         return nb, pkg
-    # a helper no test calls by name (e.g. a derivative rule in a table): match its stem,
-    # in what the tests mention or in their names ("_layer_norm_backward" -> "layer_norm")
+    # a rule in a table (``@derivative("mul") def _mul``): the parametrized cases named after it
+    nb = [f"{t}[{op}]" for t, ids in (params or {}).items() for op in ops if op in ids]
+    if nb:
+        return nb, []
+    # a helper no test calls by name: match its stem, in what the tests mention or as whole
+    # words of their names ("_layer_norm_backward" -> "layer_norm"; "cat" is not "catches")
     stem = re.sub(r"_(backward|forward|impl|rows_?)$", "", parts[-1].strip("_"))
     if len(stem) < 3:
         return [], []
-    hit = lambda t, refs: stem in refs or stem in t
+    hit = lambda t, refs: stem in refs or f"_{stem}_" in f"_{t}_"
     nb = [t for t, refs in own.items() if hit(t, refs)]
     pkg = [f"{path}::{t}" for path, tests in others.items() for t, refs in tests.items() if hit(t, refs)]
     return nb, pkg
@@ -266,6 +310,7 @@ def make_stub(text: str, mod: Module, name: str = "notebook",
     except SyntaxError as e:
         raise LearnerError(f"{name}: line {e.lineno}: {e.msg}; cannot make a learner copy of it.") from None
     own = _test_references(text)
+    params = _param_ids(tree)
     others = {path: _test_references(src) for path, src in (tests or {}).items()}
     lines = text.splitlines(keepends=True)
     out: list[str] = []
@@ -299,7 +344,8 @@ def make_stub(text: str, mod: Module, name: str = "notebook",
             k -= 1
         eol = "\r\n" if lines[start].endswith("\r\n") else "\n"
         msg = f"Module {mod.number} ({mod.name}): implement {what} - hint: {hint}"
-        checked = _checked_by_text(mod, *_checked_by(what, own, others)) if what != "this cell" else ""
+        checked = (_checked_by_text(mod, *_checked_by(what, own, others, _decorator_strings(tree, what), params))
+                   if what != "this cell" else "")
         if checked:
             msg += f" - {checked}"
         out.append(f"{m.group('indent')}raise NotImplementedError({msg!r}){eol}")

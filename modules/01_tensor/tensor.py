@@ -16,23 +16,26 @@
 #
 # A deep-learning framework is two things: an array library and a way to differentiate
 # programs written with it. This module builds the first half. A `Tensor` wraps a NumPy
-# array; every operation computes its result with NumPy and then hands it to one small
-# function, `record`, which decides whether the operation must be remembered for the
-# backward pass. Module 02 teaches the derivative of each op and the engine that walks the
-# recorded graph; here we only compute forward values, but every op already goes through
-# the dispatcher, so nothing has to change later.
+# array; every op computes its result with NumPy and hands it to one small function,
+# `record`, which decides whether the op must be remembered for the backward pass. Module 02
+# writes the derivative of each op and the engine that walks the recorded graph.
 #
 # Design choices, each for a reason:
 #
-# - **float32 by default.** It is what models train in, it halves memory traffic, and BLAS
-#   runs it about twice as fast as float64. Ask for `dtype=np.float64` when you want it
-#   (gradient checks do).
+# - **float32 by default.** It is what models train in, and it halves memory traffic. Ask for
+#   `dtype=np.float64` when you want it (gradient checks do).
 # - **Python numbers stay weak.** `x * 0.5` on a float32 tensor stays float32 (NumPy 2's
 #   promotion rules), so a stray scalar never turns a model into float64.
 # - **One dispatcher, one table.** `record(op, data, inputs, saved)` looks up the op's
-#   derivative rule in `DERIVATIVES`, a table that `tinytorch.core.autograd` fills, the way
-#   PyTorch's `derivatives.yaml` pairs each op with its gradient formula. This module never
-#   imports module 02, so dependencies point one way only.
+#   derivative rule in `DERIVATIVES`, which module 02 fills, the way PyTorch's
+#   `derivatives.yaml` pairs each op with its gradient formula. This module never imports
+#   module 02, so dependencies point one way only.
+#
+# **How to test.** You write the ops. Each docstring says what to compute and what to
+# `record` (the op name and the saved values module 02 needs). In Jupyter, the `run_tests`
+# cell after each group prints PASS, FAIL (with the reason) or TODO per test. From the shell,
+# `tito module test 1` runs the notebook's tests, and `tito module complete 1` exports your
+# code into `tinytorch` and runs `tests/test_01_tensor.py` (forward values against PyTorch).
 
 # %%
 #| default_exp core.tensor
@@ -57,7 +60,6 @@ import numpy as np
 #| export
 DEFAULT_DTYPE = np.dtype(np.float32)
 
-
 def _as_array(data, dtype=None):
     "Convert `data` to a NumPy array: floats become float32 unless `dtype` says otherwise."
     if isinstance(data, Tensor):
@@ -69,7 +71,6 @@ def _as_array(data, dtype=None):
     if dtype is None and arr.dtype.kind == "f" and arr.dtype != DEFAULT_DTYPE:
         arr = arr.astype(DEFAULT_DTYPE)
     return arr
-
 
 class Tensor:
     "An n-dimensional array that can record the operations applied to it."
@@ -152,7 +153,6 @@ class Tensor:
         elif self._requires_grad: extra += ", requires_grad=True"
         return f"tensor({body}{extra})"
 
-
 def _wrap(data):
     "Fast path: a leaf Tensor around an existing array (no copy, no conversion)."
     t = Tensor.__new__(Tensor)
@@ -171,15 +171,18 @@ def _wrap(data):
 #
 # If gradients are enabled and any input requires a gradient, the output remembers a
 # `Node`: the op's name, its derivative rule from `DERIVATIVES[op]`, the input tensors, and
-# `saved`, the arrays the rule will need (for `a * b` the rule needs `a` and `b`). Otherwise
-# the output is a plain leaf and nothing is kept alive: this is what makes `no_grad`
-# inference cheap.
+# `saved`, the values the rule will need. Otherwise the output is a plain leaf and nothing is
+# kept alive: this is what makes `no_grad` inference cheap.
+#
+# **The contract with module 02.** Module 02's rule for an op receives exactly the saved
+# values, in order: the rule for `"mul"` is `rule(g, a, b)`, so `mul` must save
+# `(a.data, b.data)`; `sub(x, 2.0)` records `"add_scalar"`, because subtracting a constant has
+# the derivative of adding one. Each op's docstring states its op name and saved values, and
+# each group's `test_*_records` test checks them with `check_record` below, so a wrong
+# contract fails here, not in module 02.
 #
 # Whether gradients are enabled is per thread (`threading.local`), as in PyTorch: a thread
-# that evaluates under `no_grad` never switches recording off for a thread that trains. It
-# is the one piece of thread state in the engine, since `record` reads it on every op and a
-# thread-local attribute costs no more than a dictionary lookup; the rest (a generator and
-# scratch buffers per worker thread) is module 18's.
+# that evaluates under `no_grad` never switches recording off for a thread that trains.
 
 # %%
 #| export
@@ -188,7 +191,6 @@ class _GradMode(threading.local):
 
 grad_mode = _GradMode()
 
-
 class _Autograd:
     "Hooks filled in by `tinytorch.core.autograd`: the derivative table and the engine."
     backward = None
@@ -196,14 +198,12 @@ class _Autograd:
 AUTOGRAD = _Autograd()
 DERIVATIVES = {}    # op name -> rule(grad, *saved) returning one gradient per input
 
-
 class Node:
     "How a tensor was made: op name, derivative rule, input tensors, values saved for backward."
     __slots__ = ("op", "rule", "inputs", "saved")
 
     def __init__(self, op, rule, inputs, saved):
         self.op, self.rule, self.inputs, self.saved = op, rule, inputs, saved
-
 
 def record(op, data, inputs, saved=()):
     "Wrap `data` as the output of `op`; remember the op if any input needs a gradient."
@@ -222,63 +222,78 @@ def record(op, data, inputs, saved=()):
     return out
 
 # %%
-def test_tensor_basics():
-    t = Tensor([[1, 2], [3, 4.5]])
-    assert t.dtype == np.float32 and t.shape == (2, 2) and t.ndim == 2
-    assert Tensor(np.zeros(3, dtype=np.float64)).dtype == np.float32          # float32 by default
-    assert Tensor([1.0], dtype=np.float64).dtype == np.float64                 # float64 when asked
-    assert Tensor([1, 2]).dtype == np.int64 and Tensor([True]).dtype == np.bool_
-    assert Tensor(Tensor([1.0], dtype=np.float64)).dtype == np.float64         # a Tensor keeps its dtype
-    assert Tensor([[1.0, 2.0]]).tolist() == [[1.0, 2.0]] and Tensor([3.5]).item() == 3.5
-    assert np.asarray(t).dtype == np.float32 and np.array_equal(np.asarray(t), t.numpy())
-    assert "requires_grad=True" in repr(Tensor([1.0], requires_grad=True))
-    assert "dtype=int64" in repr(Tensor([1]))
+import contextlib
+import pytest
+from tito.notebook import run_tests
 
-def test_tensor_errors():
-    import pytest
-    with pytest.raises(TypeError, match="only floating-point tensors can require gradients.*int64"):
-        Tensor([1, 2], requires_grad=True)
-    with pytest.raises(TypeError, match="numeric"):
-        Tensor(["a"])
-    with pytest.raises(ValueError, match=r"one element.*\(2,\)"):
-        Tensor([1.0, 2.0]).item()
+def _stand_in_rule(g, *saved):
+    raise AssertionError("a stand-in derivative rule: module 02 writes the real ones")
 
-def test_record_without_grad_keeps_nothing():
-    a = Tensor([1.0])
-    out = record("anything", a.data * 2, (a,), (a.data,))
-    assert out._node is None and not out.requires_grad    # no input needs grad: nothing recorded
+class _AnyRule(dict):
+    def get(self, op, default=None): return super().get(op) or _stand_in_rule
+
+@contextlib.contextmanager
+def stand_in_rules():
+    "Let `record` keep a node for any op name before module 02 has filled `DERIVATIVES`."
+    g = record.__globals__
+    real = g["DERIVATIVES"]
+    g["DERIVATIVES"] = _AnyRule(real)
+    try: yield
+    finally: g["DERIVATIVES"] = real
+
+def _same(x, y):
+    if isinstance(x, Tensor): return False                 # save arrays, not tensors
+    if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.shape != y.shape or x.dtype.kind != y.dtype.kind: return False
+        return np.allclose(x, y, rtol=1e-12, atol=0, equal_nan=True) if y.dtype.kind == "f" else np.array_equal(x, y)
+    if isinstance(y, (tuple, list)):
+        return isinstance(x, (tuple, list)) and len(x) == len(y) and all(_same(u, v) for u, v in zip(x, y))
+    return x == y
+
+def _leaf(x):
+    return Tensor(x, dtype=np.float64, requires_grad=True)
+
+def check_record(out, op, inputs, expected, /, **saved):
+    """`out` must be what `record(op, data, inputs, saved)` returned: that op name, the input tensors themselves,
+    data equal to `expected`, and the saved values named as module 02's rule for `op` names them."""
+    assert isinstance(out, Tensor), f"{op}: returned a {type(out).__name__}; return the Tensor that record() makes"
+    node = out._node
+    assert node is not None, f"{op}: nothing was recorded; return record({op!r}, data, inputs, saved)"
+    assert node.op == op, f"recorded op {node.op!r}, expected {op!r}"
+    assert len(node.inputs) == len(inputs) and all(x is y for x, y in zip(node.inputs, inputs)), \
+        f"{op}: inputs must be the {len(inputs)} operand tensor(s) themselves; got {len(node.inputs)} other object(s)"
+    assert _same(out.data, np.asarray(expected)), f"{op}: data {out.data} differs from the expected {expected}"
+    want = f"({', '.join(saved)})" if saved else "nothing"
+    assert isinstance(node.saved, (tuple, list)) and len(node.saved) == len(saved), \
+        f"{op}: saved {node.saved!r}; module 02's rule needs {want}"
+    for k, (name, value) in enumerate(saved.items()):
+        assert _same(node.saved[k], value), f"{op}: saved value {k} ({name}) is {node.saved[k]!r}, expected {value!r}"
+
+def test_record_keeps_a_node_only_when_an_input_requires_grad():
+    a, b = Tensor([1.0]), _leaf([2.0])
+    assert record("anything", a.data * 2, (a,), (a.data,))._node is None
+    with stand_in_rules():
+        check_record(record("mul", a.data * b.data, (a, b), (a.data, b.data)), "mul", (a, b), [2.0], a=[1.0], b=[2.0])
 
 # %% [markdown]
 # ## Textbook code and fast kernels
 #
-# Every function you write in this course is the textbook form of its idea, built from
-# the ops before it, and autograd derives its backward pass. A few of them (LayerNorm,
-# GELU, softmax, cross-entropy, attention) run on every position of every layer, and module
-# 16 gives each a *fused kernel*: the same function as a few NumPy passes with a
-# hand-written backward, tested equal to the textbook version. Marking a function
-# `@replaceable("name")` is what lets a registered kernel of that name run in its place:
-#
-# ```python
-# @replaceable("layer_norm")
-# def layer_norm(x, ...): ...        # the textbook version: what you write
-#
-# register_kernel("layer_norm", fused_layer_norm)     # module 17, one explicit call
-# ```
-#
-# Only functions of the installed `tinytorch` package are replaceable: the copy a notebook
-# defines always runs as written, so your tests always test your code. `register_kernel(name,
-# None)` removes a kernel; `f.textbook` is the textbook version of a replaceable `f`.
+# What you write in this course is the textbook form of each idea, and autograd derives its
+# backward pass. Module 17 gives the hottest functions (LayerNorm, GELU, softmax,
+# cross-entropy, attention) *fused kernels*, tested equal to the textbook versions. Marking a
+# package function `@replaceable("name")` lets one explicit `register_kernel("name", kernel)`
+# run a kernel in its place (`None` removes it; `f.textbook` is the textbook version). A
+# function a notebook defines always runs as written, so your tests always test your code.
 
 # %%
 #| export
 KERNELS = {}    # name -> fast kernel registered for the replaceable textbook function of that name
 
-
 def register_kernel(name, kernel):
     "Run `kernel` instead of the replaceable textbook function `name` (None: back to the textbook version)."
     if kernel is None: KERNELS.pop(name, None)
     else: KERNELS[name] = kernel
-
 
 def replaceable(name):
     "Decorator: a textbook function that a kernel registered under `name` replaces (package functions only)."
@@ -292,21 +307,6 @@ def replaceable(name):
         dispatch.__module__, dispatch.__wrapped__, dispatch.textbook = textbook.__module__, textbook, textbook
         return dispatch
     return wrap
-
-# %%
-def test_replaceable_runs_a_registered_kernel_for_package_functions_only():
-    def double(x): return 2 * x
-    double.__module__ = "tinytorch.example"
-    fast = replaceable("example_double")(double)
-    assert fast(3) == 6 and fast.textbook is double and fast.__name__ == "double"
-    try:
-        register_kernel("example_double", lambda x: x + x + 0.5)
-        assert fast(3) == 6.5                                  # the registered kernel runs
-        def mine(x): return 2 * x
-        assert replaceable("example_double")(mine) is mine     # a notebook's function is never replaced
-    finally:
-        register_kernel("example_double", None)
-    assert fast(3) == 6 and "example_double" not in KERNELS
 
 # %% [markdown]
 # ## Creating tensors and randomness
@@ -385,29 +385,6 @@ def ones_like(t, dtype=None, requires_grad=False):
 def randn_like(t, dtype=None, requires_grad=False):
     return randn(*t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
 
-# %%
-def test_creation():
-    assert zeros(2, 3).shape == (2, 3) and zeros((2, 3)).dtype == np.float32
-    assert ones(2, dtype=np.float64).dtype == np.float64
-    assert np.array_equal(full((2,), 7.0).data, [7.0, 7.0])
-    assert np.array_equal(arange(4).data, [0, 1, 2, 3]) and arange(4).dtype == np.int64
-    assert arange(0.0, 1.0, 0.5).dtype == np.float32
-    assert zeros_like(ones(2, 2, dtype=np.float64)).dtype == np.float64
-    manual_seed(0); a = randn(3, 4)
-    manual_seed(0); b = randn(3, 4)
-    assert np.array_equal(a.data, b.data) and a.dtype == np.float32
-    assert 0.0 <= rand(100).data.min() and rand(100).data.max() < 1.0
-
-def test_random_source_holds_the_generator():
-    previous = set_random_source(RandomSource(np.random.default_rng(0)))
-    try:
-        c = randn(3, 4)                                 # drawn from the installed source's generator
-        manual_seed(0)
-        assert random_source().generator is get_rng() and np.array_equal(randn(3, 4).data, c.data)
-    finally:
-        set_random_source(previous)
-    assert random_source() is previous
-
 # %% [markdown]
 # ## Elementwise arithmetic and broadcasting
 #
@@ -442,9 +419,9 @@ def _tensor_operand(x):
     if isinstance(x, np.ndarray): return Tensor(x, dtype=x.dtype)
     raise TypeError(f"unsupported operand of type {type(x).__name__}; expected a Tensor or a number")
 
-
 def add(a, b):
-    "a + b"
+    """`a + b`, broadcast. A number `b` (after `_py`): `record("add_scalar", a.data + b, (a,))`.
+    Otherwise `b = _tensor_operand(b)` and `record("add", _binary("add", np.add, a, b), (a, b))`. Nothing saved."""
     ### BEGIN SOLUTION
     b = _py(b)
     if _is_scalar(b): return record("add_scalar", a.data + b, (a,))
@@ -453,7 +430,8 @@ def add(a, b):
     ### END SOLUTION
 
 def sub(a, b):
-    "a - b"
+    """`a - b`. A number `b`: `record("add_scalar", a.data - b, (a,))` (subtracting a constant has the
+    derivative of adding one). A tensor: `record("sub", _binary("sub", np.subtract, a, b), (a, b))`. Nothing saved."""
     ### BEGIN SOLUTION
     b = _py(b)
     if _is_scalar(b): return record("add_scalar", a.data - b, (a,))
@@ -462,7 +440,7 @@ def sub(a, b):
     ### END SOLUTION
 
 def rsub(a, b):
-    "b - a, for a number b"
+    """`b - a` (`2.0 - x`). A number `b`: `record("rsub_scalar", b - a.data, (a,))`; a tensor: `sub(b, a)`."""
     ### BEGIN SOLUTION
     b = _py(b)
     if _is_scalar(b): return record("rsub_scalar", b - a.data, (a,))
@@ -470,7 +448,8 @@ def rsub(a, b):
     ### END SOLUTION
 
 def mul(a, b):
-    "a * b"
+    """`a * b`. A number `b`: `record("mul_scalar", data, (a,), (b,))`.
+    A tensor: `record("mul", data, (a, b), (a.data, b.data))`: the rule needs both factors."""
     ### BEGIN SOLUTION
     b = _py(b)
     if _is_scalar(b): return record("mul_scalar", a.data * b, (a,), (b,))
@@ -479,7 +458,8 @@ def mul(a, b):
     ### END SOLUTION
 
 def div(a, b):
-    "a / b"
+    """`a / b`. A number `b`: `record("div_scalar", data, (a,), (b,))`.
+    A tensor: `record("div", data, (a, b), (a.data, b.data))`."""
     ### BEGIN SOLUTION
     b = _py(b)
     if _is_scalar(b): return record("div_scalar", a.data / b, (a,), (b,))
@@ -488,7 +468,7 @@ def div(a, b):
     ### END SOLUTION
 
 def rdiv(a, b):
-    "b / a, for a number b"
+    """`b / a` (`1.0 / x`). A number `b`: `record("rdiv_scalar", b / a.data, (a,), (a.data, b))`; a tensor: `div(b, a)`."""
     ### BEGIN SOLUTION
     b = _py(b)
     if _is_scalar(b): return record("rdiv_scalar", b / a.data, (a,), (a.data, b))
@@ -496,7 +476,7 @@ def rdiv(a, b):
     ### END SOLUTION
 
 def neg(a):
-    "-a"
+    """`-a`: `record("neg", -a.data, (a,))`. Nothing saved."""
     ### BEGIN SOLUTION
     return record("neg", -a.data, (a,))
     ### END SOLUTION
@@ -511,7 +491,8 @@ def _power(x, n):
     return np.power(x, n)
 
 def pow(a, b):
-    "a ** b, for a number or a tensor b"
+    """`a ** b`. A number `b`: `record("pow_scalar", _power(a.data, b), (a,), (a.data, b))`. A tensor:
+    `out = _binary("pow", np.power, a, b)`, `record("pow", out, (a, b), (a.data, b.data, out))`."""
     ### BEGIN SOLUTION
     b = _py(b)
     if _is_scalar(b): return record("pow_scalar", _power(a.data, b), (a,), (a.data, b))
@@ -521,7 +502,8 @@ def pow(a, b):
     ### END SOLUTION
 
 def rpow(a, b):
-    "b ** a, for a number b"
+    """`b ** a` for a number `b` (`2.0 ** x`): `out = np.power(b, a.data)`, then
+    `record("rpow_scalar", out, (a,), (out, log_base))` with `log_base = float(np.log(b))` (-inf for b = 0)."""
     ### BEGIN SOLUTION
     b = _py(b)
     out = np.power(b, a.data)
@@ -531,34 +513,33 @@ def rpow(a, b):
     ### END SOLUTION
 
 # %%
-def test_arithmetic_forward():
-    a = Tensor(np.arange(6.0).reshape(2, 3))
-    b = Tensor([10.0, 20.0, 30.0])
-    assert np.array_equal(add(a, b).data, a.data + b.data)
-    assert np.array_equal(sub(a, b).data, a.data - b.data)
-    assert np.array_equal(mul(a, b).data, a.data * b.data)
-    assert np.allclose(div(a, b).data, a.data / b.data)
-    assert np.array_equal(rsub(a, 1.0).data, 1.0 - a.data)
-    assert np.allclose(rdiv(b, 2.0).data, 2.0 / b.data)
-    assert np.array_equal(neg(a).data, -a.data)
-    for n in (2, 3, 0.5, -1, 1.5):
-        assert np.allclose(pow(b, n).data, b.data ** n)
-    assert np.allclose(rpow(a, 2.0).data, 2.0 ** a.data)
-    assert mul(a, 0.5).dtype == np.float32              # a Python float does not promote to float64
+def test_arithmetic_records():
+    a, b = _leaf([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), _leaf([0.5, 2.0, 4.0])
+    A, B = a.data, b.data
+    with stand_in_rules():
+        check_record(add(a, b), "add", (a, b), A + B)
+        check_record(add(a, 2.0), "add_scalar", (a,), A + 2)
+        check_record(sub(a, b), "sub", (a, b), A - B)
+        check_record(sub(a, 2.0), "add_scalar", (a,), A - 2)
+        check_record(rsub(a, 2.0), "rsub_scalar", (a,), 2 - A)
+        check_record(neg(a), "neg", (a,), -A)
+        check_record(mul(a, b), "mul", (a, b), A * B, a=A, b=B)
+        check_record(mul(a, 3.0), "mul_scalar", (a,), A * 3, s=3.0)
+        check_record(div(a, b), "div", (a, b), A / B, a=A, b=B)
+        check_record(div(a, 4.0), "div_scalar", (a,), A / 4, s=4.0)
+        check_record(rdiv(a, 2.0), "rdiv_scalar", (a,), 2 / A, a=A, s=2.0)
+        for n in (2, 3, 0.5, -1, 1.5):
+            check_record(pow(a, n), "pow_scalar", (a,), A ** n, a=A, n=n)
+        check_record(pow(a, b), "pow", (a, b), A ** B, a=A, b=B, out=A ** B)
+        check_record(rpow(a, 2.0), "rpow_scalar", (a,), 2 ** A, out=2 ** A, log_base=np.log(2.0))
+    assert mul(Tensor([1.0, 2.0]), 0.5).dtype == np.float32     # a Python float does not promote to float64
 
 def test_broadcast_error_names_op_and_shapes():
-    import pytest
     with pytest.raises(ValueError, match=r"mul: shapes \(2, 3\) and \(4,\) cannot be broadcast"):
         mul(Tensor(np.ones((2, 3))), Tensor(np.ones(4)))
 
-# %% [markdown]
-# Run this cell to check the arithmetic above: one line per test, then a total. From the
-# shell, `tito module test 1` runs every test of this module and `tito module complete 1`
-# exports your code into `tinytorch` once they pass.
-
 # %%
-from tito.notebook import run_tests
-run_tests(test_arithmetic_forward, test_broadcast_error_names_op_and_shapes)
+run_tests("test_arithmetic_records", "test_broadcast_error_names_op_and_shapes")
 
 # %% [markdown]
 # ## Elementwise functions
@@ -570,29 +551,35 @@ run_tests(test_arithmetic_forward, test_broadcast_error_names_op_and_shapes)
 # %%
 #| export
 def exp(a):
+    """`e ** a`, same shape and dtype: `record("exp", out, (a,), (out,))` (d/dx eˣ = eˣ reuses the output)."""
     ### BEGIN SOLUTION
     out = np.exp(a.data)
     return record("exp", out, (a,), (out,))
     ### END SOLUTION
 
 def log(a):
+    """Natural logarithm: `record("log", out, (a,), (a.data,))`."""
     ### BEGIN SOLUTION
     return record("log", np.log(a.data), (a,), (a.data,))
     ### END SOLUTION
 
 def sqrt(a):
+    """Square root: `record("sqrt", out, (a,), (out,))`."""
     ### BEGIN SOLUTION
     out = np.sqrt(a.data)
     return record("sqrt", out, (a,), (out,))
     ### END SOLUTION
 
 def tanh(a):
+    """Hyperbolic tangent: `record("tanh", out, (a,), (out,))`."""
     ### BEGIN SOLUTION
     out = np.tanh(a.data)
     return record("tanh", out, (a,), (out,))
     ### END SOLUTION
 
 def sigmoid(a):
+    """`1 / (1 + e^-a)` computed as `0.5 * (1 + tanh(a / 2))`, which never overflows:
+    `record("sigmoid", out, (a,), (out,))`."""
     ### BEGIN SOLUTION
     out = np.tanh(a.data * 0.5)
     out += 1.0
@@ -601,31 +588,35 @@ def sigmoid(a):
     ### END SOLUTION
 
 def relu(a):
+    """`max(a, 0)`: `record("relu", out, (a,), (a.data,))`."""
     ### BEGIN SOLUTION
     return record("relu", np.maximum(a.data, 0), (a,), (a.data,))
     ### END SOLUTION
 
 def abs(a):
+    """`|a|`: `record("abs", out, (a,), (a.data,))`."""
     ### BEGIN SOLUTION
     return record("abs", np.abs(a.data), (a,), (a.data,))
     ### END SOLUTION
 
 def maximum(a, b):
-    "Elementwise maximum; at ties the gradient is split evenly, as in PyTorch."
+    """Elementwise maximum, broadcast (either side may be an array: `_tensor_operand`, `_binary`):
+    `record("maximum", out, (a, b), (a.data, b.data))`. Module 02 splits the gradient at ties, like PyTorch."""
     ### BEGIN SOLUTION
     a, b = _tensor_operand(a), _tensor_operand(b)
     return record("maximum", _binary("maximum", np.maximum, a, b), (a, b), (a.data, b.data))
     ### END SOLUTION
 
 def minimum(a, b):
-    "Elementwise minimum; at ties the gradient is split evenly, as in PyTorch."
+    """Elementwise minimum: `record("minimum", out, (a, b), (a.data, b.data))`, as `maximum`."""
     ### BEGIN SOLUTION
     a, b = _tensor_operand(a), _tensor_operand(b)
     return record("minimum", _binary("minimum", np.minimum, a, b), (a, b), (a.data, b.data))
     ### END SOLUTION
 
 def clip(a, min=None, max=None):
-    "Clamp to [min, max]; the gradient flows where min <= a <= max (PyTorch's `clamp`)."
+    """Clamp to [min, max] (PyTorch's `clamp`; one bound may be None, not both: ValueError
+    "clip: give at least one of min and max"): `record("clip", out, (a,), (a.data, min, max))`."""
     ### BEGIN SOLUTION
     if min is None and max is None: raise ValueError("clip: give at least one of min and max")
     min, max = _py(min), _py(max)
@@ -633,17 +624,26 @@ def clip(a, min=None, max=None):
     ### END SOLUTION
 
 # %%
-def test_elementwise_forward():
-    x = Tensor([-800.0, -1.0, 0.0, 2.0, 800.0])
-    assert np.allclose(sigmoid(x).data, [0.0, 1 / (1 + np.e), 0.5, 1 / (1 + np.exp(-2.0)), 1.0])
-    assert np.all(np.isfinite(sigmoid(x).data))
-    assert np.array_equal(relu(x).data, [0, 0, 0, 2, 800]) and np.array_equal(abs(x).data, np.abs(x.data))
-    p = Tensor([0.25, 4.0])
-    assert np.allclose(sqrt(p).data, [0.5, 2.0]) and np.allclose(log(exp(p)).data, p.data)
-    assert np.allclose(tanh(p).data, np.tanh(p.data))
-    assert np.array_equal(maximum(x, Tensor(0.0)).data, relu(x).data)
-    assert np.array_equal(minimum(x, Tensor([1.0])).data, np.minimum(x.data, 1.0))
-    assert np.array_equal(clip(x, -1.0, 1.0).data, [-1, -1, 0, 1, 1])
+def test_elementwise_records():
+    x, y, p = _leaf([-3.0, -0.5, 0.25, 2.0]), _leaf([1.0, -0.5, 0.0, 3.0]), _leaf([0.25, 4.0])
+    X, Y, P = x.data, y.data, p.data
+    with stand_in_rules():
+        check_record(exp(x), "exp", (x,), np.exp(X), out=np.exp(X))
+        check_record(log(p), "log", (p,), np.log(P), a=P)
+        check_record(sqrt(p), "sqrt", (p,), np.sqrt(P), out=np.sqrt(P))
+        check_record(tanh(x), "tanh", (x,), np.tanh(X), out=np.tanh(X))
+        check_record(sigmoid(x), "sigmoid", (x,), 1 / (1 + np.exp(-X)), out=1 / (1 + np.exp(-X)))
+        check_record(relu(x), "relu", (x,), np.maximum(X, 0), a=X)
+        check_record(abs(x), "abs", (x,), np.abs(X), a=X)
+        check_record(maximum(x, y), "maximum", (x, y), np.maximum(X, Y), a=X, b=Y)
+        check_record(minimum(x, y), "minimum", (x, y), np.minimum(X, Y), a=X, b=Y)
+        check_record(clip(x, -1.0, 1.0), "clip", (x,), np.clip(X, -1, 1), a=X, lo=-1.0, hi=1.0)
+        check_record(clip(x, min=0.0), "clip", (x,), np.maximum(X, 0), a=X, lo=0.0, hi=None)
+    with np.errstate(over="raise"):                             # 1 / (1 + exp(800)) would overflow
+        assert np.array_equal(sigmoid(Tensor([-800.0, 800.0])).data, [0.0, 1.0])
+
+# %%
+run_tests("test_elementwise_records")
 
 # %% [markdown]
 # ## Reductions
@@ -672,14 +672,17 @@ def _axis(ndim, axis, dim):
 def _keep(keepdims, keepdim):
     return keepdims or bool(keepdim)
 
-
 def sum(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    """Sum over `axis` (int, tuple, None = all; `dim`/`keepdim` are PyTorch's names). With
+    `axes = _axis(a.ndim, axis, dim)` (a sorted tuple) and `keep = _keep(keepdims, keepdim)` (a bool):
+    `record("sum", out, (a,), (a.shape, axes, keep))`."""
     ### BEGIN SOLUTION
     axes, keep = _axis(a.ndim, axis, dim), _keep(keepdims, keepdim)
     return record("sum", a.data.sum(axis=axes, keepdims=keep), (a,), (a.shape, axes, keep))
     ### END SOLUTION
 
 def mean(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    """Mean, the same arguments as `sum`: `record("mean", out, (a,), (a.shape, axes, keep))`."""
     ### BEGIN SOLUTION
     axes, keep = _axis(a.ndim, axis, dim), _keep(keepdims, keepdim)
     count = 1
@@ -689,7 +692,8 @@ def mean(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
     ### END SOLUTION
 
 def max(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
-    "Largest value (like `torch.amax`); ties share the gradient evenly."
+    """Largest value (like `torch.amax`), arguments as `sum`: `record("max", out, (a,), (a.data, kept, axes, keep))`
+    where `kept` is the result with keepdims=True (the rule compares it with `a.data`; ties share the gradient)."""
     ### BEGIN SOLUTION
     axes, keep = _axis(a.ndim, axis, dim), _keep(keepdims, keepdim)
     out = a.data.max(axis=axes, keepdims=True)
@@ -697,7 +701,7 @@ def max(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
     ### END SOLUTION
 
 def min(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
-    "Smallest value (like `torch.amin`); ties share the gradient evenly."
+    """Smallest value (like `torch.amin`): `record("min", out, (a,), (a.data, kept, axes, keep))`, as `max`."""
     ### BEGIN SOLUTION
     axes, keep = _axis(a.ndim, axis, dim), _keep(keepdims, keepdim)
     out = a.data.min(axis=axes, keepdims=True)
@@ -705,7 +709,8 @@ def min(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
     ### END SOLUTION
 
 def var(a, axis=None, keepdims=False, correction=1, *, dim=None, keepdim=None, unbiased=None):
-    "Variance; `correction=1` (PyTorch's default) divides by n - 1."
+    """Variance dividing by n - correction (PyTorch's default correction=1; `unbiased=False` means 0). With
+    `centered = a.data - mean over axes (keepdims)`: `record("var", out, (a,), (centered, axes, keep, n - correction))`."""
     ### BEGIN SOLUTION
     if unbiased is not None: correction = int(unbiased)
     axes, keep = _axis(a.ndim, axis, dim), _keep(keepdims, keepdim)
@@ -716,23 +721,29 @@ def var(a, axis=None, keepdims=False, correction=1, *, dim=None, keepdim=None, u
     ### END SOLUTION
 
 # %%
-def test_reductions_forward():
-    x = Tensor(np.arange(24.0).reshape(2, 3, 4))
-    assert np.array_equal(sum(x).data, x.data.sum())
-    assert np.array_equal(sum(x, axis=(0, 2)).data, x.data.sum(axis=(0, 2)))
-    assert sum(x, dim=1, keepdim=True).shape == (2, 1, 4)
-    assert np.allclose(mean(x, axis=-1).data, x.data.mean(axis=-1))
-    assert np.array_equal(max(x, axis=1).data, x.data.max(axis=1)) and max(x, axis=1).shape == (2, 4)
-    assert np.array_equal(min(x, axis=(0, 1), keepdims=True).data, x.data.min(axis=(0, 1), keepdims=True))
-    assert np.allclose(var(x, axis=2).data, x.data.var(axis=2, ddof=1))
-    assert np.allclose(var(x, axis=2, correction=0).data, x.data.var(axis=2))
+def test_reduction_records():
+    x = _leaf(np.arange(24.0).reshape(2, 3, 4) % 7)
+    X = x.data
+    c = X - X.mean(axis=2, keepdims=True)
+    with stand_in_rules():
+        check_record(sum(x), "sum", (x,), X.sum(), shape=X.shape, axes=(0, 1, 2), keepdims=False)
+        check_record(sum(x, dim=-1, keepdim=True), "sum", (x,), X.sum(2, keepdims=True), shape=X.shape, axes=(2,),
+                     keepdims=True)
+        check_record(mean(x, axis=(2, 0)), "mean", (x,), X.mean((0, 2)), shape=X.shape, axes=(0, 2), keepdims=False)
+        check_record(max(x, axis=1), "max", (x,), X.max(1), a=X, out=X.max(1, keepdims=True), axes=(1,), keepdims=False)
+        check_record(min(x, axis=(0, 1), keepdims=True), "min", (x,), X.min((0, 1), keepdims=True), a=X,
+                     out=X.min((0, 1), keepdims=True), axes=(0, 1), keepdims=True)
+        check_record(var(x, axis=-1), "var", (x,), X.var(2, ddof=1), centered=c, axes=(2,), keepdims=False, denom=3)
+        check_record(var(x, axis=2, correction=0), "var", (x,), X.var(2), centered=c, axes=(2,), keepdims=False, denom=4)
 
 def test_reduction_axis_errors():
-    import pytest
     with pytest.raises(ValueError, match="axis 3 is out of range for a tensor with 2 dimensions"):
         sum(Tensor(np.ones((2, 2))), axis=3)
     with pytest.raises(TypeError, match="either axis= or dim="):
         sum(Tensor(np.ones(2)), axis=0, dim=0)
+
+# %%
+run_tests("test_reduction_records", "test_reduction_axis_errors")
 
 # %% [markdown]
 # ## Matrix multiplication
@@ -745,6 +756,8 @@ def test_reduction_axis_errors():
 # %%
 #| export
 def matmul(a, b):
+    """`a @ b` by NumPy's rules (a batch broadcasts; a 1-D operand is a row on the left, a column on the right).
+    A mismatch raises ValueError "matmul: shapes ... do not match (...)". `record("matmul", out, (a, b), (a.data, b.data))`."""
     ### BEGIN SOLUTION
     b = _tensor_operand(b)
     if a.ndim == 0 or b.ndim == 0:
@@ -760,17 +773,20 @@ def matmul(a, b):
     ### END SOLUTION
 
 # %%
-def test_matmul_forward():
+def test_matmul_records():
     rng = np.random.default_rng(0)
     for sa, sb in [((3, 4), (4, 5)), ((2, 3, 4), (4, 5)), ((4,), (4, 5)), ((3, 4), (4,)), ((4,), (4,)),
                    ((2, 1, 3, 4), (5, 4, 2))]:
-        a, b = rng.standard_normal(sa), rng.standard_normal(sb)
-        assert np.allclose(matmul(Tensor(a), Tensor(b)).data, a @ b)
+        a, b = _leaf(rng.standard_normal(sa)), _leaf(rng.standard_normal(sb))
+        with stand_in_rules():
+            check_record(matmul(a, b), "matmul", (a, b), a.data @ b.data, a=a.data, b=b.data)
 
 def test_matmul_errors():
-    import pytest
     with pytest.raises(ValueError, match=r"matmul: shapes \(3, 4\) and \(5, 6\) do not match"):
         matmul(Tensor(np.ones((3, 4))), Tensor(np.ones((5, 6))))
+
+# %%
+run_tests("test_matmul_records", "test_matmul_errors")
 
 # %% [markdown]
 # ## Shape operations
@@ -784,6 +800,8 @@ def test_matmul_errors():
 # %%
 #| export
 def reshape(a, *shape):
+    """The same numbers in a new shape (`reshape(a, 2, 3)` or `(2, 3)`, one -1 allowed):
+    `record("reshape", out, (a,), (a.shape,))`, the input's shape, to reshape the gradient back."""
     ### BEGIN SOLUTION
     shape = _shape(shape)
     try:
@@ -799,6 +817,7 @@ def _axis1(a, ax, op):
     return ax % n
 
 def squeeze(a, dim=None):
+    """Drop size-1 dimensions (all, or those in `dim`): `reshape(a, new_shape)`."""
     ### BEGIN SOLUTION
     if dim is None: return reshape(a, tuple(s for s in a.shape if s != 1))
     dims = {_axis1(a, d, "squeeze") for d in ((dim,) if isinstance(dim, int) else dim)}
@@ -806,6 +825,7 @@ def squeeze(a, dim=None):
     ### END SOLUTION
 
 def unsqueeze(a, dim):
+    """Insert a size-1 dimension at `dim` (negative counts from the end): `reshape(a, new_shape)`."""
     ### BEGIN SOLUTION
     n = a.ndim + 1
     if not -n <= dim < n: raise ValueError(f"unsqueeze: dimension {dim} is out of range for a tensor of shape {a.shape}")
@@ -814,6 +834,7 @@ def unsqueeze(a, dim):
     ### END SOLUTION
 
 def flatten(a, start_dim=0, end_dim=-1):
+    """Merge dimensions `start_dim..end_dim` into one (a 0-d tensor becomes shape (1,)): `reshape(a, new_shape)`."""
     ### BEGIN SOLUTION
     if a.ndim == 0: return reshape(a, (1,))
     s, e = _axis1(a, start_dim, "flatten"), _axis1(a, end_dim, "flatten")
@@ -821,6 +842,7 @@ def flatten(a, start_dim=0, end_dim=-1):
     ### END SOLUTION
 
 def permute(a, *dims):
+    """Reorder all dimensions: `record("permute", out, (a,), (dims,))`, `dims` a tuple of non-negative ints."""
     ### BEGIN SOLUTION
     dims = _shape(dims)
     if len(dims) != a.ndim or sorted(d % a.ndim for d in dims if -a.ndim <= d < a.ndim) != list(range(a.ndim)):
@@ -830,13 +852,15 @@ def permute(a, *dims):
     ### END SOLUTION
 
 def transpose(a, dim0=-2, dim1=-1):
-    "Swap two dimensions (the last two by default)."
+    """Swap two dimensions (the last two by default): `record("transpose", out, (a,), (d0, d1))`, both non-negative."""
     ### BEGIN SOLUTION
     d0, d1 = _axis1(a, dim0, "transpose"), _axis1(a, dim1, "transpose")
     return record("transpose", a.data.swapaxes(d0, d1), (a,), (d0, d1))
     ### END SOLUTION
 
 def broadcast_to(a, *shape):
+    """Repeat size-1 dimensions up to `shape` without copying (`np.broadcast_to`; -1 keeps a dimension):
+    `record("expand", out, (a,))`. Nothing saved: the engine sums the gradient back to `a`'s shape."""
     ### BEGIN SOLUTION
     shape = _shape(shape)
     lead = len(shape) - a.ndim
@@ -853,25 +877,30 @@ def broadcast_to(a, *shape):
 expand = broadcast_to
 
 # %%
-def test_shape_ops_forward():
-    x = Tensor(np.arange(24.0).reshape(2, 3, 4))
-    assert reshape(x, 4, -1).shape == (4, 6) and reshape(x, (6, 4)).shape == (6, 4)
-    assert unsqueeze(x, 1).shape == (2, 1, 3, 4) and unsqueeze(x, -1).shape == (2, 3, 4, 1)
-    assert squeeze(unsqueeze(x, 0)).shape == (2, 3, 4) and squeeze(Tensor(np.ones((1, 2, 1))), 0).shape == (2, 1)
-    assert flatten(x).shape == (24,) and flatten(x, 1).shape == (2, 12)
-    assert np.array_equal(transpose(x, 0, 2).data, x.data.transpose(2, 1, 0))
-    assert np.array_equal(permute(x, 1, 2, 0).data, x.data.transpose(1, 2, 0))
-    assert expand(Tensor(np.ones((3, 1))), 2, 3, 4).shape == (2, 3, 4)
-    assert expand(Tensor(np.ones((3, 1))), -1, 5).shape == (3, 5)
+def test_shape_records():
+    x, y = _leaf(np.arange(24.0).reshape(2, 3, 4)), _leaf([[1.0], [2.0], [3.0]])
+    X, Y = x.data, y.data
+    with stand_in_rules():
+        check_record(reshape(x, 4, -1), "reshape", (x,), X.reshape(4, 6), shape=X.shape)
+        check_record(reshape(x, (6, 4)), "reshape", (x,), X.reshape(6, 4), shape=X.shape)
+        check_record(unsqueeze(x, -1), "reshape", (x,), X[..., None], shape=X.shape)
+        check_record(squeeze(y), "reshape", (y,), Y[:, 0], shape=Y.shape)
+        check_record(flatten(x, 1), "reshape", (x,), X.reshape(2, 12), shape=X.shape)
+        check_record(permute(x, 1, -1, 0), "permute", (x,), X.transpose(1, 2, 0), dims=(1, 2, 0))
+        check_record(transpose(x, 0, -1), "transpose", (x,), X.swapaxes(0, 2), d0=0, d1=2)
+        check_record(expand(y, 2, 3, 4), "expand", (y,), np.broadcast_to(Y, (2, 3, 4)))
+        check_record(broadcast_to(y, -1, 5), "expand", (y,), np.broadcast_to(Y, (3, 5)))
 
 def test_shape_errors():
-    import pytest
     with pytest.raises(ValueError, match=r"cannot reshape a tensor of shape \(2, 3\) \(6 elements\) into \(4, 2\)"):
         reshape(Tensor(np.ones((2, 3))), 4, 2)
     with pytest.raises(ValueError, match=r"expand: cannot expand shape \(3, 2\) to \(3, 4\)"):
         expand(Tensor(np.ones((3, 2))), 3, 4)
     with pytest.raises(ValueError, match="not a permutation"):
         permute(Tensor(np.ones((2, 3))), 0, 0)
+
+# %%
+run_tests("test_shape_records", "test_shape_errors")
 
 # %% [markdown]
 # ## Indexing, joining and selecting
@@ -899,6 +928,8 @@ def _is_basic_index(idx):
     return all(i is None or i is Ellipsis or isinstance(i, (int, np.integer, slice)) for i in items)
 
 def getitem(a, idx):
+    """`a[idx]` for any NumPy index; tensors inside `idx` become arrays (`_index_data`):
+    `record("getitem", out, (a,), (a.shape, idx, _is_basic_index(idx)))` with the converted `idx`."""
     ### BEGIN SOLUTION
     idx = _index_data(idx)
     try:
@@ -914,7 +945,8 @@ def _tensors(tensors, op):
     return tensors
 
 def cat(tensors, axis=0, *, dim=None):
-    "Join tensors along an existing axis."
+    """Join along an existing axis: `record("cat", out, tuple(tensors), (axis, sizes))`, `axis` non-negative and
+    `sizes` each tensor's length along it."""
     ### BEGIN SOLUTION
     tensors = _tensors(tensors, "cat")
     axis = axis if dim is None else dim
@@ -928,7 +960,8 @@ def cat(tensors, axis=0, *, dim=None):
 concatenate = cat
 
 def stack(tensors, axis=0, *, dim=None):
-    "Join same-shaped tensors along a new axis."
+    """Join same-shaped tensors along a new axis: `record("stack", out, tuple(tensors), (axis,))`, `axis`
+    non-negative (an axis of the output)."""
     ### BEGIN SOLUTION
     tensors = _tensors(tensors, "stack")
     axis = axis if dim is None else dim
@@ -939,7 +972,8 @@ def stack(tensors, axis=0, *, dim=None):
     ### END SOLUTION
 
 def split(a, split_size_or_sections, axis=0, *, dim=None):
-    "Cut into pieces: an int is the size of each piece (the last may be smaller), a list the sizes."
+    """Cut `a` along `axis`: an int is each piece's size (the last may be smaller), a list the sizes (they must
+    add up to the axis' length). Returns a tuple of `getitem(a, slices)`: each piece records a "getitem"."""
     ### BEGIN SOLUTION
     axis = _axis1(a, axis if dim is None else dim, "split")
     n = a.shape[axis]
@@ -960,7 +994,8 @@ def split(a, split_size_or_sections, axis=0, *, dim=None):
     ### END SOLUTION
 
 def where(condition, a, b):
-    "Elementwise `a` where `condition` is true, else `b`."
+    """`a` where `condition` (boolean) is true, else `b`; a number becomes a tensor of the other's dtype:
+    `record("where", out, (a, b), (cond,))` with `cond` the boolean array."""
     ### BEGIN SOLUTION
     cond = condition.data if isinstance(condition, Tensor) else np.asarray(condition)
     if cond.dtype != np.bool_: raise TypeError(f"where: condition must be boolean, got dtype {cond.dtype}")
@@ -974,7 +1009,8 @@ def where(condition, a, b):
     ### END SOLUTION
 
 def masked_fill(a, mask, value):
-    "Replace the entries where `mask` is true by `value` (the mask broadcasts to `a`'s shape)."
+    """Put `value` where `mask` (boolean, broadcasting to `a`'s shape) is true:
+    `record("masked_fill", out, (a,), (mask,))` with `mask` the boolean array."""
     ### BEGIN SOLUTION
     mask = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
     if mask.dtype != np.bool_: raise TypeError(f"masked_fill: mask must be boolean, got dtype {mask.dtype}")
@@ -998,26 +1034,30 @@ def _compare(fn, op):
     return compare
 
 # %%
-def test_indexing_forward():
-    x = Tensor(np.arange(24.0).reshape(2, 3, 4))
-    for idx in [0, (1, 2), (slice(None), 1), (Ellipsis, 0), (None, 0), ([1, 1, 0],), (x.data > 5,),
-                (slice(None), [0, 2], [1, 3]), Tensor([0, 1])]:
-        expected = x.data[_index_data(idx)]
-        assert np.array_equal(getitem(x, idx).data, expected)
+def test_indexing_records():
+    x = _leaf(np.arange(24.0).reshape(2, 3, 4))
+    X = x.data
+    with stand_in_rules():
+        for idx, basic in [(0, True), ((1, 2), True), ((slice(None), 1), True), ((Ellipsis, 0), True),
+                           ((None, 0), True), ((slice(None), [0, 2], [1, 3]), False), (X > 5, False)]:
+            check_record(getitem(x, idx), "getitem", (x,), X[idx], shape=X.shape, idx=idx, basic=basic)
+        check_record(getitem(x, Tensor([1, 1, 0])), "getitem", (x,), X[[1, 1, 0]], shape=X.shape,
+                     idx=np.array([1, 1, 0]), basic=False)
 
-def test_join_and_select_forward():
-    a, b = Tensor(np.ones((2, 3))), Tensor(np.zeros((2, 2)))
-    assert cat([a, b], axis=1).shape == (2, 5) and cat([a, a], dim=0).shape == (4, 3)
-    assert stack([a, a], axis=1).shape == (2, 2, 3)
-    pieces = split(Tensor(np.arange(10.0)), 4)
-    assert [p.shape for p in pieces] == [(4,), (4,), (2,)]
-    assert [p.shape for p in split(Tensor(np.ones((2, 5))), [2, 3], dim=1)] == [(2, 2), (2, 3)]
-    x = Tensor([1.0, -2.0, 3.0])
-    assert np.array_equal(where(x.data > 0, x, Tensor(0.0)).data, [1.0, 0.0, 3.0])
-    assert np.array_equal(masked_fill(x, x.data < 0, -np.inf).data, [1.0, -np.inf, 3.0])
+def test_join_and_select_records():
+    a, b, c = _leaf(np.ones((2, 3))), _leaf(np.arange(4.0).reshape(2, 2)), _leaf(np.arange(6.0).reshape(2, 3))
+    cond = np.array([[True, False, True]])
+    with stand_in_rules():
+        check_record(cat([a, b], dim=-1), "cat", (a, b), np.concatenate([a.data, b.data], 1), axis=1, sizes=[3, 2])
+        check_record(stack([a, c], axis=-1), "stack", (a, c), np.stack([a.data, c.data], -1), axis=2)
+        check_record(where(cond, a, c), "where", (a, c), np.where(cond, a.data, c.data), cond=cond)
+        check_record(masked_fill(c, cond, -np.inf), "masked_fill", (c,), np.where(cond, -np.inf, c.data), mask=cond)
+        pieces = split(c, [1, 2], dim=1)
+        for piece, cut in zip(pieces, (slice(0, 1), slice(1, 3))):
+            check_record(piece, "getitem", (c,), c.data[:, cut], shape=(2, 3), idx=(slice(None), cut), basic=True)
+        assert [p.shape for p in split(Tensor(np.arange(10.0)), 4)] == [(4,), (4,), (2,)]
 
 def test_join_errors():
-    import pytest
     with pytest.raises(ValueError, match=r"cat: shapes \[\(2, 3\), \(3, 2\)\] cannot be joined along axis 0"):
         cat([Tensor(np.ones((2, 3))), Tensor(np.ones((3, 2)))])
     with pytest.raises(ValueError, match="stack: all tensors must have the same shape"):
@@ -1028,6 +1068,9 @@ def test_join_errors():
         masked_fill(Tensor(np.ones(2)), np.ones(3, dtype=bool), 0.0)
     with pytest.raises(IndexError, match=r"shape \(2,\)"):
         getitem(Tensor(np.ones(2)), 5)
+
+# %%
+run_tests("test_indexing_records", "test_join_and_select_records", "test_join_errors")
 
 # %% [markdown]
 # ## Binding ops to the class
@@ -1075,19 +1118,20 @@ Tensor.T = property(lambda a: record("permute", a.data.T, (a,), (tuple(range(a.n
 Tensor.mT = property(lambda a: transpose(a, -2, -1))
 
 # %%
-def test_operators_bound():
-    a, b = Tensor([[1.0, 2.0], [3.0, 4.0]]), Tensor([10.0, 20.0])
-    assert np.array_equal((a + b).data, a.data + b.data) and np.array_equal((1 + a).data, 1 + a.data)
-    assert np.array_equal((2.0 - a).data, 2.0 - a.data) and np.allclose((1 / a).data, 1 / a.data)
-    assert np.array_equal((a @ a).data, a.data @ a.data) and np.array_equal(a.T.data, a.data.T)
-    assert np.array_equal((a ** 2).data, a.data ** 2) and np.allclose((2 ** a).data, 2 ** a.data)
-    assert np.array_equal((np.float32(2) * a).data, 2 * a.data)            # NumPy scalars defer to Tensor
-    assert (a > 2).dtype == np.bool_ and np.array_equal((a > 2).data, a.data > 2)
-    assert a.sum(dim=0).shape == (2,) and a.view(4).shape == (4,) and a[0, 1].item() == 2.0
-    assert {a: 1}[a] == 1                                                    # tensors stay hashable
-
-# %%
 if __name__ == "__main__":
     x = Tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     print(x)
-    print("row sums:", x.sum(axis=1), " x @ x.T:", x @ x.T)
+    try:
+        print("row sums:", x.sum(axis=1), " x @ x.T:", x @ x.T)
+    except NotImplementedError as e:
+        print("skipped until the stubs above are written:", e)
+
+# %% [markdown]
+# ## Experiments to try
+#
+# 1. `Tensor([1.0]) * np.float64(0.5)` and `Tensor([1.0]) * 0.5`: both stay float32, because
+#    `_py` turns NumPy scalars into Python numbers; drop `_py` from `mul` and the first becomes float64.
+# 2. Inside `with stand_in_rules():` print `(x * 2 + 1).sum()._node.op` and its `inputs` for
+#    `x = Tensor([1.0], requires_grad=True)`; then set `x.requires_grad = False`: `_node` is None.
+# 3. Time `x.reshape(-1)` against `x.T.reshape(-1)` on a 1000 x 1000 tensor: the first is a view
+#    (no copy), the second must copy the transposed data into a new order.

@@ -27,6 +27,11 @@
 # shape as the output), return the gradient for each input. This module writes those rules,
 # one small function per op, registered in the `DERIVATIVES` table that the dispatcher
 # reads, and the engine that calls them in the right order.
+#
+# **How to test.** Each rule's docstring says what its op saved (module 01's contract) and
+# what to return. The `run_tests` call at the end checks every rule against finite differences
+# and prints PASS, FAIL (where, by how much) or TODO per test. `tito module test 2` runs them
+# from the shell; `tito module complete 2` also compares every op with PyTorch in float64.
 
 # %%
 #| default_exp core.autograd
@@ -44,9 +49,9 @@ from tinytorch.core.tensor import Tensor, DERIVATIVES, AUTOGRAD, grad_mode, _wra
 # gradient per input (a tuple). Rules work on NumPy arrays: gradients are numbers, not
 # new graphs. (Differentiating a backward pass again, "double backward", is out of scope.)
 #
-# Rules may return a gradient of the *broadcast* shape. When `a` of shape `(3,)` was added
-# to `b` of shape `(2, 3)`, the gradient for `a` must be summed over the broadcast axis; the
-# engine does that once, in `unbroadcast`, for every op, so no rule repeats it.
+# Rules may return a gradient of the *broadcast* shape: when `a` of shape `(3,)` was added to
+# `b` of shape `(2, 3)`, `a`'s gradient must be summed over the broadcast axis. The engine
+# does that once, in `unbroadcast`, for every op.
 
 # %%
 #| export
@@ -56,7 +61,6 @@ def derivative(op):
         DERIVATIVES[op] = rule
         return rule
     return register
-
 
 def unbroadcast(g, shape):
     "Sum `g` over the axes that broadcasting added or stretched, giving it `shape`."
@@ -90,49 +94,57 @@ def test_unbroadcast():
 # %%
 #| export
 @derivative("add")
-def _add(g): 
+def _add(g):
+    "add: `(g, g)`, one gradient per input, each of the output's shape (the engine unbroadcasts)."
     ### BEGIN SOLUTION
     return g, g
     ### END SOLUTION
 
 @derivative("sub")
 def _sub(g):
+    "sub: `(g, -g)`."
     ### BEGIN SOLUTION
     return g, -g
     ### END SOLUTION
 
 @derivative("add_scalar")
 def _add_scalar(g):
+    "add_scalar (`x + c` and `x - c`): `(g,)`; the constant gets no gradient."
     ### BEGIN SOLUTION
     return (g,)
     ### END SOLUTION
 
 @derivative("rsub_scalar")
 def _rsub_scalar(g):
+    "rsub_scalar (`c - x`): `(-g,)`."
     ### BEGIN SOLUTION
     return (-g,)
     ### END SOLUTION
 
 @derivative("neg")
 def _neg(g):
+    "neg: `(-g,)`."
     ### BEGIN SOLUTION
     return (-g,)
     ### END SOLUTION
 
 @derivative("mul")
 def _mul(g, a, b):
+    "mul saved `(a, b)`, the factors' arrays: `(g * b, g * a)`."
     ### BEGIN SOLUTION
     return g * b, g * a
     ### END SOLUTION
 
 @derivative("mul_scalar")
 def _mul_scalar(g, s):
+    "mul_scalar saved `(s,)`, the number: `(g * s,)`."
     ### BEGIN SOLUTION
     return (g * s,)
     ### END SOLUTION
 
 @derivative("div")
 def _div(g, a, b):
+    "div saved `(a, b)`: `(g / b, -g * a / b**2)`."
     ### BEGIN SOLUTION
     gb = g / b
     return gb, -gb * a / b
@@ -140,18 +152,21 @@ def _div(g, a, b):
 
 @derivative("div_scalar")
 def _div_scalar(g, s):
+    "div_scalar saved `(s,)`: `(g / s,)`."
     ### BEGIN SOLUTION
     return (g / s,)
     ### END SOLUTION
 
 @derivative("rdiv_scalar")
 def _rdiv_scalar(g, a, s):
+    "rdiv_scalar (`s / a`) saved `(a, s)`: `(-g * s / a**2,)`."
     ### BEGIN SOLUTION
     return (-g * s / (a * a),)
     ### END SOLUTION
 
 @derivative("pow_scalar")
 def _pow_scalar(g, a, n):
+    "pow_scalar saved `(a, n)`: `(g * n * a**(n - 1),)`, and zeros for n = 0 (also at a = 0, as PyTorch)."
     ### BEGIN SOLUTION
     if n == 0: return (np.zeros_like(g),)
     if n == 2: return (g * (a + a),)
@@ -160,6 +175,7 @@ def _pow_scalar(g, a, n):
 
 @derivative("pow")
 def _pow(g, a, b, out):
+    "pow saved `(a, b, out)`: `g * b * a**(b-1)` (0 where b = 0), `g * out * log(a)` (0 where a = 0 <= b)."
     ### BEGIN SOLUTION
     with np.errstate(divide="ignore", invalid="ignore"):
         ga = g * np.where(b == 0, 0.0, b * np.power(a, b - 1))
@@ -169,6 +185,7 @@ def _pow(g, a, b, out):
 
 @derivative("rpow_scalar")
 def _rpow_scalar(g, out, log_base):
+    "rpow_scalar (`c ** a`) saved `(out, log_base)`: `(g * out * log_base,)`; base 0: -g*out where out = inf, else 0."
     ### BEGIN SOLUTION
     if log_base == -np.inf: return (g * np.where(np.isinf(out), -out, 0 * out),)    # base 0: PyTorch's limits
     return (g * out * log_base,)
@@ -187,48 +204,56 @@ def _rpow_scalar(g, out, log_base):
 #| export
 @derivative("exp")
 def _exp(g, out):
+    "exp saved `(out,)`: `(g * out,)`."
     ### BEGIN SOLUTION
     return (g * out,)
     ### END SOLUTION
 
 @derivative("log")
 def _log(g, a):
+    "log saved `(a,)`: `(g / a,)`."
     ### BEGIN SOLUTION
     return (g / a,)
     ### END SOLUTION
 
 @derivative("sqrt")
 def _sqrt(g, out):
+    "sqrt saved `(out,)`: `(g / (2 * out),)`."
     ### BEGIN SOLUTION
     return (g / (out + out),)
     ### END SOLUTION
 
 @derivative("tanh")
 def _tanh(g, out):
+    "tanh saved `(out,)`: `(g * (1 - out**2),)`."
     ### BEGIN SOLUTION
     return (g * (1 - out * out),)
     ### END SOLUTION
 
 @derivative("sigmoid")
 def _sigmoid(g, out):
+    "sigmoid saved `(out,)`: `(g * out * (1 - out),)`."
     ### BEGIN SOLUTION
     return (g * out * (1 - out),)
     ### END SOLUTION
 
 @derivative("relu")
 def _relu(g, a):
+    "relu saved `(a,)`: g where a > 0, else 0 (0 at a = 0, as PyTorch)."
     ### BEGIN SOLUTION
     return (g * (a > 0),)
     ### END SOLUTION
 
 @derivative("abs")
 def _abs(g, a):
+    "abs saved `(a,)`: `(g * sign(a),)`, 0 at a = 0."
     ### BEGIN SOLUTION
     return (g * np.sign(a),)
     ### END SOLUTION
 
 @derivative("maximum")
 def _maximum(g, a, b):
+    "maximum saved `(a, b)`: g to the larger input, 0 to the other; at a tie g / 2 to each."
     ### BEGIN SOLUTION
     tie = np.where(a == b, g * 0.5, 0)
     return np.where(a > b, g, tie), np.where(b > a, g, tie)
@@ -236,6 +261,7 @@ def _maximum(g, a, b):
 
 @derivative("minimum")
 def _minimum(g, a, b):
+    "minimum saved `(a, b)`: g to the smaller input, 0 to the other; at a tie g / 2 to each."
     ### BEGIN SOLUTION
     tie = np.where(a == b, g * 0.5, 0)
     return np.where(a < b, g, tie), np.where(b < a, g, tie)
@@ -243,6 +269,7 @@ def _minimum(g, a, b):
 
 @derivative("clip")
 def _clip(g, a, lo, hi):
+    "clip saved `(a, min, max)` (a bound may be None): g where min <= a <= max, else 0."
     ### BEGIN SOLUTION
     inside = np.ones(a.shape, dtype=bool)
     if lo is not None: inside &= a >= lo
@@ -267,12 +294,14 @@ def _restore_axes(g, axes, keepdims):
 
 @derivative("sum")
 def _sum(g, shape, axes, keepdims):
+    "sum saved `(shape, axes, keepdims)`: g copied to every summed element, in the input's `shape`."
     ### BEGIN SOLUTION
     return (np.broadcast_to(_restore_axes(g, axes, keepdims), shape),)
     ### END SOLUTION
 
 @derivative("mean")
 def _mean(g, shape, axes, keepdims):
+    "mean saved `(shape, axes, keepdims)`: as `sum`, divided by the number of averaged elements."
     ### BEGIN SOLUTION
     count = int(np.prod([shape[i] for i in axes]))
     return (np.broadcast_to(_restore_axes(g, axes, keepdims) / count, shape),)
@@ -281,6 +310,7 @@ def _mean(g, shape, axes, keepdims):
 @derivative("max")
 @derivative("min")
 def _extremum(g, a, out, axes, keepdims):
+    "max/min saved `(a, out with keepdims, axes, keepdims)`: g to the elements equal to out, shared evenly among ties."
     ### BEGIN SOLUTION
     hit = a == out
     share = _restore_axes(g, axes, keepdims) / hit.sum(axis=axes, keepdims=True, dtype=g.dtype)
@@ -289,6 +319,7 @@ def _extremum(g, a, out, axes, keepdims):
 
 @derivative("var")
 def _var(g, centered, axes, keepdims, denom):
+    "var saved `(centered, axes, keepdims, n - correction)`: `(g * 2 * centered / denom,)`, g's axes restored."
     ### BEGIN SOLUTION
     return (_restore_axes(g, axes, keepdims) * centered * (2.0 / denom),)
     ### END SOLUTION
@@ -305,6 +336,7 @@ def _var(g, centered, axes, keepdims, denom):
 #| export
 @derivative("matmul")
 def _matmul(g, a, b):
+    "matmul saved `(a, b)`: `g @ bᵀ` and `aᵀ @ g` on the last two axes, in a's and b's shapes."
     ### BEGIN SOLUTION
     a2 = a[None, :] if a.ndim == 1 else a
     b2 = b[:, None] if b.ndim == 1 else b
@@ -329,30 +361,35 @@ def _matmul(g, a, b):
 #| export
 @derivative("reshape")
 def _reshape(g, shape):
+    "reshape saved `(input shape,)`: `(g.reshape(shape),)`."
     ### BEGIN SOLUTION
     return (g.reshape(shape),)
     ### END SOLUTION
 
 @derivative("permute")
 def _permute(g, dims):
+    "permute saved `(dims,)`: g permuted back by the inverse permutation."
     ### BEGIN SOLUTION
     return (g.transpose(sorted(range(len(dims)), key=dims.__getitem__)),)
     ### END SOLUTION
 
 @derivative("transpose")
 def _transpose(g, d0, d1):
+    "transpose saved `(d0, d1)`: g with the same two axes swapped back."
     ### BEGIN SOLUTION
     return (g.swapaxes(d0, d1),)     # a swap is its own inverse
     ### END SOLUTION
 
 @derivative("expand")
 def _expand(g):
+    "expand saved nothing: `(g,)`; the engine's unbroadcast sums it to the input's shape."
     ### BEGIN SOLUTION
     return (g,)      # the engine's unbroadcast sums over the expanded axes
     ### END SOLUTION
 
 @derivative("getitem")
 def _getitem(g, shape, idx, basic):
+    "getitem saved `(input shape, idx, basic)`: zeros of that shape, g at idx; repeated indices add up (`np.add.at`)."
     ### BEGIN SOLUTION
     full = np.zeros(shape, dtype=g.dtype)
     if basic or (isinstance(idx, np.ndarray) and idx.dtype == np.bool_):
@@ -364,27 +401,74 @@ def _getitem(g, shape, idx, basic):
 
 @derivative("cat")
 def _cat(g, axis, sizes):
+    "cat saved `(axis, sizes)`: g cut along axis into pieces of those sizes, one per input."
     ### BEGIN SOLUTION
     return tuple(np.split(g, np.cumsum(sizes)[:-1], axis=axis))
     ### END SOLUTION
 
 @derivative("stack")
 def _stack(g, axis):
+    "stack saved `(axis,)`: the slices of g along axis, one per input."
     ### BEGIN SOLUTION
     return tuple(np.moveaxis(g, axis, 0))
     ### END SOLUTION
 
 @derivative("where")
 def _where(g, cond):
+    "where saved `(cond,)`: g where cond (for a), g where not cond (for b), 0 elsewhere."
     ### BEGIN SOLUTION
     return np.where(cond, g, 0), np.where(cond, 0, g)
     ### END SOLUTION
 
 @derivative("masked_fill")
 def _masked_fill(g, mask):
+    "masked_fill saved `(mask,)`: g where mask is false, 0 where the value was filled in."
     ### BEGIN SOLUTION
     return (np.where(mask, 0, g),)
     ### END SOLUTION
+
+# %% [markdown]
+# ## Seeing the graph
+#
+# The graph `record` leaves for `loss = (x * w + x.exp()).sum()`: leaves on the left, a box
+# per op, arrows forward. Backward walks them right to left; `x` feeds two ops, so its
+# gradient is the sum of two contributions.
+
+# %%
+def graph_columns(root, names):
+    "Label of every tensor under `root` (op name, or its name in `names` for a leaf), the edges, the depths."
+    label, edges, depth = {}, [], {}
+    def visit(t):
+        if id(t) not in depth:
+            node = t._node
+            label[id(t)] = node.op if node else names.get(id(t), "leaf")
+            depth[id(t)] = 1 + max(visit(i) for i in node.inputs) if node else 0
+            edges.extend((id(i), id(t)) for i in (node.inputs if node else ()))
+        return depth[id(t)]
+    visit(root)
+    return label, edges, depth
+
+if __name__ == "__main__":
+    x, w = Tensor([1.0, -2.0], requires_grad=True), Tensor([0.5, 3.0], requires_grad=True)
+    label, edges, depth = graph_columns((x * w + x.exp()).sum(), {id(x): "x", id(w): "w"})
+    columns = {d: [k for k in depth if depth[k] == d] for d in sorted(set(depth.values()))}
+    pos = {k: (d, (len(ks) - 1) / 2 - i) for d, ks in columns.items() for i, k in enumerate(ks)}
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib not installed: skipping the picture. Edges:", ", ".join(f"{label[a]} -> {label[b]}" for a, b in edges))
+    else:
+        from tito.notebook import in_notebook
+        if not in_notebook(): matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(7, 2.5))
+        for a, b in edges:
+            ax.annotate("", xy=pos[b], xytext=pos[a], arrowprops=dict(arrowstyle="->", shrinkA=14, shrinkB=14))
+        for k, (px, py) in pos.items():
+            ax.text(px, py, label[k], ha="center", va="center",
+                    bbox=dict(boxstyle="round", fc="lightyellow" if depth[k] else "lightblue"))
+        ax.set(xlim=(-0.5, len(columns) - 0.5), ylim=(-1, 1), title="loss = (x * w + x.exp()).sum()"); ax.axis("off")
+        plt.show() if in_notebook() else plt.close(fig)
 
 # %% [markdown]
 # ## The engine
@@ -393,10 +477,8 @@ def _masked_fill(g, mask):
 # gradient is complete (a value used twice, as in `y = x * x + x`, receives two
 # contributions that must be summed first). That order is a reverse *topological order*.
 #
-# We compute it with an explicit stack rather than recursion: a recursive depth-first
-# search stops at Python's recursion limit (about a thousand frames), and a long chain of
-# ops, such as a recurrent net unrolled over 100,000 steps, is deeper than that. Each node
-# is pushed and popped a constant number of times, so the cost is linear in the graph size.
+# We compute it with an explicit stack, not recursion: a recursive search stops at Python's
+# recursion limit (about a thousand frames), and a chain of 100,000 ops is deeper than that.
 #
 # Then, from the output back:
 #
@@ -406,15 +488,13 @@ def _masked_fill(g, mask):
 # 4. for a leaf, add it into `leaf.grad` (so gradients also accumulate across `backward`
 #    calls until you zero them); for an intermediate tensor, add it into the pending gradient.
 #
-# Finally the graph is freed: each node drops its inputs and saved arrays, releasing the
-# activations' memory. A second backward through the same graph then raises an error,
-# unless the first one passed `retain_graph=True`.
+# Finally each node drops its inputs and saved arrays, freeing the activations' memory; a
+# second backward through the graph then raises, unless the first passed `retain_graph=True`.
 
 # %%
 #| export
 _FREED = ("Trying to backward through the graph a second time: its saved values were freed by the first "
           "backward. Pass retain_graph=True to the first backward() if you need to call it again.")
-
 
 def _topological_order(root):
     "Tensors with a recorded op, each after every tensor it depends on (iterative DFS)."
@@ -436,13 +516,11 @@ def _topological_order(root):
     return order
     ### END SOLUTION
 
-
 def _accumulate_leaf(leaf, g):
     if leaf.grad is None:
         leaf.grad = _wrap(np.array(g, dtype=leaf.data.dtype, copy=True))   # own the memory
     else:
         leaf.grad.data += g
-
 
 def _seed_gradient(root, gradient):
     if gradient is None:
@@ -454,7 +532,6 @@ def _seed_gradient(root, gradient):
     if g.shape != root.shape:
         raise ValueError(f"backward(): gradient has shape {g.shape} but the output has shape {root.shape}")
     return g
-
 
 def _backprop(root, seed, retain_graph, wanted=None):
     "Run the chain rule from `root`. Leaves accumulate into `.grad`, or into a dict when `wanted` is given."
@@ -485,14 +562,12 @@ def _backprop(root, seed, retain_graph, wanted=None):
     return found
     ### END SOLUTION
 
-
 def backward(tensor, gradient=None, retain_graph=False):
     "Accumulate d(tensor)/d(leaf) into every leaf's `.grad` (what `tensor.backward()` calls)."
     if not tensor._requires_grad:
         raise RuntimeError("backward(): this tensor does not require grad and has no graph; "
                            "did you forget requires_grad=True, or compute it under no_grad()?")
     _backprop(tensor, _seed_gradient(tensor, gradient), retain_graph)
-
 
 def grad(output, inputs, gradient=None, retain_graph=False):
     "Gradients of `output` with respect to `inputs`, returned instead of stored in `.grad`."
@@ -504,16 +579,14 @@ def grad(output, inputs, gradient=None, retain_graph=False):
     grads = [None if id(t) not in found else _wrap(np.asarray(found[id(t)], dtype=t.dtype)) for t in inputs]
     return grads[0] if single else grads
 
-
 AUTOGRAD.backward = backward
 
 # %% [markdown]
 # ## Turning the recorder off
 #
-# During evaluation and generation nobody will call backward, so recording the graph only
-# costs time and keeps activations alive. `no_grad()` switches recording off for the
-# current thread, as a context manager or a decorator; `enable_grad()` switches it back on
-# inside a `no_grad` region.
+# In evaluation nobody calls backward, so recording only costs time and memory. `no_grad()`
+# switches it off for the current thread (a context manager or a decorator); `enable_grad()`
+# switches it back on inside a `no_grad` region.
 
 # %%
 #| export
@@ -537,16 +610,13 @@ class _GradModeContext:
                 return fn(*args, **kwargs)
         return wrapper
 
-
 class no_grad(_GradModeContext):
     "Record nothing: outputs have no graph and keep no reference to their inputs."
     mode = False
 
-
 class enable_grad(_GradModeContext):
     "Record again inside a `no_grad` region."
     mode = True
-
 
 class set_grad_enabled(_GradModeContext):
     "`set_grad_enabled(False)` switches recording off at once; as a context manager it restores on exit."
@@ -555,7 +625,6 @@ class set_grad_enabled(_GradModeContext):
         grad_mode.enabled = self.mode
 
     def __enter__(self): return self
-
 
 def is_grad_enabled():
     return grad_mode.enabled
@@ -576,7 +645,6 @@ def is_grad_enabled():
 #| export
 class GradcheckError(AssertionError):
     "Raised by `gradcheck` when analytic and numerical gradients disagree."
-
 
 def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, seed=0):
     "Compare the engine's gradients of `fn(*inputs)` with central finite differences in float64."
@@ -604,58 +672,55 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, 
             idx = np.unravel_index(i, t.shape)
             excess = np.abs(a[idx] - numeric) - (atol + rtol * np.abs(numeric))
             if np.isnan(excess): excess = np.inf          # a NaN on either side is a mismatch
-            if excess > worst[0]: worst = (excess, (k, idx, a[idx], numeric))
+            if excess > worst[0]: worst = (excess, (k, idx, orig, a[idx], numeric))
     if worst[1] is not None and worst[0] > 0:
-        k, idx, an, nu = worst[1]
-        msg = (f"gradcheck failed for input {k} at index {tuple(int(i) for i in idx)}: analytic {an:.10g}, "
+        k, idx, x, an, nu = worst[1]
+        msg = (f"gradcheck failed for input {k} at index {tuple(int(i) for i in idx)} (value {x:.10g}): analytic {an:.10g}, "
                f"numeric {nu:.10g}, |difference| {abs(an - nu):.3g} > atol + rtol*|numeric| = {atol + rtol * abs(nu):.3g}")
         if raise_exception: raise GradcheckError(msg)
         return False
     return True
 
 # %% [markdown]
-# ## Tests
-#
-# Every rule is checked against finite differences here; `tests/test_02_autograd.py`
-# checks each against PyTorch in float64 as well.
+# ## Tests: every rule against finite differences, then the engine
 
 # %%
 import pytest
 from tinytorch.core import tensor as T
+from tito.notebook import run_tests
 
 def _r(*shape, positive=False, seed=0):
     x = np.random.default_rng(seed + len(shape)).standard_normal(shape)
     return Tensor(np.abs(x) + 0.5 if positive else x, dtype=np.float64)
 
-GRADCHECK_CASES = {
-    "add": (lambda a, b: a + b, [_r(2, 3), _r(3)]),
-    "sub": (lambda a, b: a - b, [_r(4, 1, 3), _r(2, 1)]),
-    "mul": (lambda a, b: a * b, [_r(2, 3), _r(2, 1)]),
-    "div": (lambda a, b: a / b, [_r(2, 3), _r(3, positive=True)]),
-    "scalars": (lambda a: (2.0 - a) * 3.0 / 4.0 + 1.0 - (1.5 / (a * a + 1.0)), [_r(3)]),
-    "neg": (lambda a: -a, [_r(3)]),
+GRADCHECK_CASES = {    # one case per op, named as the op (a few extra cases cover other paths)
+    "add": (lambda a, b: a + b, [_r(2, 3), _r(3)]), "sub": (lambda a, b: a - b, [_r(4, 1, 3), _r(2, 1)]),
+    "add_scalar": (lambda a: a + 1.5 - 2.0, [_r(3)]), "rsub_scalar": (lambda a: 2.0 - a, [_r(3)]),
+    "neg": (lambda a: -a, [_r(3)]), "mul": (lambda a, b: a * b, [_r(2, 3), _r(2, 1)]),
+    "mul_scalar": (lambda a: a * 3.0, [_r(3)]), "div": (lambda a, b: a / b, [_r(2, 3), _r(3, positive=True)]),
+    "div_scalar": (lambda a: a / 4.0, [_r(3)]), "rdiv_scalar": (lambda a: 1.5 / a, [_r(3, positive=True)]),
     "pow_scalar": (lambda a: a ** 3 + a ** 2 + a ** 0.5 + a ** -1 + a ** 1.7, [_r(3, positive=True)]),
-    "pow": (lambda a, b: a ** b, [_r(2, 3, positive=True), _r(3)]),
-    "rpow": (lambda a: 2.0 ** a, [_r(3)]),
-    "exp_log_sqrt": (lambda a: T.exp(a) + T.log(a) + T.sqrt(a), [_r(2, 3, positive=True)]),
-    "tanh_sigmoid": (lambda a: T.tanh(a) * T.sigmoid(a), [_r(2, 3)]),
-    "relu_abs": (lambda a: T.relu(a) + T.abs(a), [_r(2, 3)]),
-    "maximum_minimum": (lambda a, b: T.maximum(a, b) + 2 * T.minimum(a, b), [_r(2, 3), _r(3, seed=5)]),
-    "clip": (lambda a: T.clip(a, -0.5, 0.5), [_r(4, 3)]),
+    "pow": (lambda a, b: a ** b, [_r(2, 3, positive=True), _r(3)]), "rpow_scalar": (lambda a: 2.0 ** a, [_r(3)]),
+    "exp": (T.exp, [_r(2, 3)]), "log": (T.log, [_r(2, 3, positive=True)]), "sqrt": (T.sqrt, [_r(2, 3, positive=True)]),
+    "tanh": (T.tanh, [_r(2, 3)]), "sigmoid": (T.sigmoid, [_r(2, 3)]), "relu": (T.relu, [_r(2, 3)]),
+    "abs": (T.abs, [_r(2, 3)]), "maximum": (T.maximum, [_r(2, 3), _r(3, seed=5)]),
+    "minimum": (T.minimum, [_r(2, 3), _r(3, seed=5)]), "clip": (lambda a: T.clip(a, -0.5, 0.5), [_r(4, 3)]),
     "sum": (lambda a: a.sum(axis=(0, 2)) + a.sum(dim=1, keepdim=True).sum(), [_r(2, 3, 4)]),
-    "mean": (lambda a: a.mean(axis=1) * a.mean(), [_r(2, 3, 4)]),
-    "max_min": (lambda a: a.max(axis=1) + a.min(axis=(0, 2), keepdims=True).sum(), [_r(2, 3, 4)]),
+    "mean": (lambda a: a.mean(axis=1) * a.mean(), [_r(2, 3, 4)]), "max": (lambda a: a.max(axis=1), [_r(2, 3, 4)]),
+    "min": (lambda a: a.min(axis=(0, 2), keepdims=True), [_r(2, 3, 4)]),
     "var": (lambda a: a.var(axis=-1) + a.var(correction=0), [_r(2, 3, 4)]),
     "matmul": (lambda a, b: a @ b, [_r(2, 1, 3, 4), _r(5, 4, 2)]),
     "matmul_vec": (lambda a, b, c: (a @ b) @ c, [_r(4), _r(4, 3), _r(3)]),
-    "shapes": (lambda a: a.reshape(4, 6).T.unsqueeze(0).squeeze(0).transpose(0, 1).flatten().reshape(2, 3, 4)
-               .permute(2, 0, 1), [_r(2, 3, 4)]),
+    "reshape": (lambda a: a.reshape(4, 6).unsqueeze(0).squeeze(0).flatten().reshape(2, 3, 4), [_r(2, 3, 4)]),
+    "permute": (lambda a: a.permute(2, 0, 1).T, [_r(2, 3, 4)]), "transpose": (lambda a: a.transpose(0, 2), [_r(2, 3, 4)]),
     "expand": (lambda a: a.expand(2, 3, 4), [_r(3, 1)]),
     "getitem": (lambda a: a[0, 1:] + a[..., None][1, 1:, :, 0] + a[[0, 0, 1], [1, 1, 2]].sum(), [_r(2, 3, 4)]),
     "getitem_mask": (lambda a: a[a.data > 0], [_r(3, 4)]),
-    "cat_stack_split": (lambda a, b: T.cat([a, b], axis=1) * T.stack(T.split(T.cat([a, b], axis=1), 2, dim=1), 0).sum(0).sum(),
-                        [_r(2, 2), _r(2, 2, seed=3)]),
-    "where_masked_fill": (lambda a, b: T.where(a.data > 0, a, b) + T.masked_fill(a, a.data < 0, 0.0), [_r(2, 3), _r(3)]),
+    "cat": (lambda a, b: T.cat([a, b, a], axis=1), [_r(2, 2), _r(2, 3, seed=3)]),
+    "stack": (lambda a, b: T.stack([a, b], -1), [_r(2, 2), _r(2, 2, seed=3)]),
+    "split": (lambda a: T.split(a, 2, dim=1)[1] * T.split(a, [1, 3], dim=1)[1][:, :2], [_r(2, 4)]),
+    "where": (lambda a, b: T.where(a.data > 0, a, b), [_r(2, 3), _r(3)]),
+    "masked_fill": (lambda a: T.masked_fill(a, a.data < 0, 0.0), [_r(2, 3)]),
 }
 
 @pytest.mark.parametrize("name", sorted(GRADCHECK_CASES))
@@ -663,16 +728,11 @@ def test_gradcheck_every_op(name):
     fn, inputs = GRADCHECK_CASES[name]
     assert gradcheck(fn, inputs)
 
-def test_gradcheck_catches_a_wrong_rule():
-    saved = DERIVATIVES["tanh"]
-    try:
-        DERIVATIVES["tanh"] = lambda g, out: (g * (1 - out),)       # a plausible mistake
-        with pytest.raises(GradcheckError, match="gradcheck failed for input 0 at index"):
-            gradcheck(T.tanh, [_r(3)])
-    finally:
-        DERIVATIVES["tanh"] = saved
+def test_every_rule_has_a_gradcheck_case():
+    ours = {op for op, rule in DERIVATIVES.items() if rule.__module__ == derivative.__module__}   # this notebook's
+    assert ours and ours <= set(GRADCHECK_CASES), f"rules without a case: {sorted(ours - set(GRADCHECK_CASES))}"
 
-def test_diamond_and_repeated_use_accumulate():
+def test_backprop_sums_a_diamond_and_repeated_use():
     x = Tensor([2.0, -3.0], requires_grad=True)
     y = x * x + x            # dy/dx = 2x + 1
     z = y * 3 + y.exp()      # diamond: y feeds two branches
@@ -690,14 +750,6 @@ def test_leaf_gradients_accumulate_across_calls():
     a.grad.data *= 2                                              # grads never alias each other
     assert b.grad.item() == 1.0
 
-def test_long_chain_is_iterative_and_linear():
-    x = Tensor([1.0], requires_grad=True)
-    y = x
-    for _ in range(100_000):
-        y = y * 1.0
-    y.sum().backward()                                            # no RecursionError
-    assert x.grad.item() == 1.0
-
 def test_broadcast_inputs_get_their_own_shape_and_dtype():
     a = Tensor(np.ones(3), requires_grad=True)                   # float32
     b = Tensor(np.ones((2, 3)), dtype=np.float64, requires_grad=True)
@@ -713,7 +765,7 @@ def test_float32_stays_float32():
     y.mean().backward()
     assert x.grad.dtype == np.float32 and w.grad.dtype == np.float32
 
-def test_graph_is_freed_and_retain_graph():
+def test_topological_order_refuses_a_freed_graph_unless_retain_graph():
     x = Tensor([1.0, 2.0], requires_grad=True)
     y = (x * x).sum()
     y.backward(retain_graph=True)
@@ -722,39 +774,27 @@ def test_graph_is_freed_and_retain_graph():
     with pytest.raises(RuntimeError, match="backward through the graph a second time.*retain_graph=True"):
         y.backward()
 
-def test_backward_errors():
-    with pytest.raises(RuntimeError, match=r"needs a scalar output; this tensor has shape \(2,\)"):
-        (Tensor([1.0, 2.0], requires_grad=True) * 2).backward()
-    with pytest.raises(RuntimeError, match="does not require grad"):
-        Tensor([1.0]).sum().backward()
-    with pytest.raises(ValueError, match=r"gradient has shape \(3,\) but the output has shape \(2,\)"):
-        (Tensor([1.0, 2.0], requires_grad=True) * 2).backward(np.ones(3))
-
-def test_no_grad_records_nothing():
-    x = Tensor([1.0, 2.0], requires_grad=True)
-    with no_grad():
-        y = x * 2
-        assert not is_grad_enabled()
-        with enable_grad():
-            z = x * 2
-    assert y._node is None and not y.requires_grad and z._node is not None and is_grad_enabled()
-
-    @no_grad()
-    def f(t): return t * 3
-    assert f(x)._node is None and is_grad_enabled()
-    with set_grad_enabled(False):
-        assert (x * 1)._node is None
-    assert is_grad_enabled()
-
 def test_grad_returns_without_touching_dot_grad():
     x = Tensor([1.0, 2.0], requires_grad=True)
     gx = grad((x * x).sum(), x)
     assert np.array_equal(gx.data, [2.0, 4.0]) and x.grad is None
 
+run_tests()
+
 # %%
 if __name__ == "__main__":
     x = Tensor([[1.0, -2.0], [3.0, 0.5]], requires_grad=True)
-    loss = (x.tanh() * x).sum()
-    loss.backward()
-    print("loss", loss, "\ngrad", x.grad)
-    print("gradcheck:", gradcheck(lambda t: (t.tanh() * t).sum(), [x]))
+    try:
+        (x.tanh() * x).sum().backward()
+        print("grad of sum(tanh(x) * x):", x.grad, "\ngradcheck:", gradcheck(lambda t: (t.tanh() * t).sum(), [x]))
+    except NotImplementedError as e:
+        print("skipped until the stubs above are written:", e)
+
+# %% [markdown]
+# ## Experiments to try
+#
+# 1. Make `_relu` pass `g` at `x = 0` too: the gradcheck here still passes (random inputs miss
+#    the kink), and `tito module complete 2` fails on PyTorch parity, naming the input x = 0.
+# 2. Chain `y = y * 1.0` 100,000 times and call backward: no recursion limit, and twice the
+#    length takes twice the time.
+# 3. Call `backward()` twice on one loss: the second call raises (the saved arrays were freed).

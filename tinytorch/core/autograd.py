@@ -19,7 +19,6 @@ def derivative(op):
         return rule
     return register
 
-
 def unbroadcast(g, shape):
     "Sum `g` over the axes that broadcasting added or stretched, giving it `shape`."
     if g.shape == shape: return g
@@ -29,54 +28,66 @@ def unbroadcast(g, shape):
 
 # %% ../../modules/02_autograd/autograd.py #7
 @derivative("add")
-def _add(g): 
+def _add(g):
+    "add: `(g, g)`, one gradient per input, each of the output's shape (the engine unbroadcasts)."
     return g, g
 
 @derivative("sub")
 def _sub(g):
+    "sub: `(g, -g)`."
     return g, -g
 
 @derivative("add_scalar")
 def _add_scalar(g):
+    "add_scalar (`x + c` and `x - c`): `(g,)`; the constant gets no gradient."
     return (g,)
 
 @derivative("rsub_scalar")
 def _rsub_scalar(g):
+    "rsub_scalar (`c - x`): `(-g,)`."
     return (-g,)
 
 @derivative("neg")
 def _neg(g):
+    "neg: `(-g,)`."
     return (-g,)
 
 @derivative("mul")
 def _mul(g, a, b):
+    "mul saved `(a, b)`, the factors' arrays: `(g * b, g * a)`."
     return g * b, g * a
 
 @derivative("mul_scalar")
 def _mul_scalar(g, s):
+    "mul_scalar saved `(s,)`, the number: `(g * s,)`."
     return (g * s,)
 
 @derivative("div")
 def _div(g, a, b):
+    "div saved `(a, b)`: `(g / b, -g * a / b**2)`."
     gb = g / b
     return gb, -gb * a / b
 
 @derivative("div_scalar")
 def _div_scalar(g, s):
+    "div_scalar saved `(s,)`: `(g / s,)`."
     return (g / s,)
 
 @derivative("rdiv_scalar")
 def _rdiv_scalar(g, a, s):
+    "rdiv_scalar (`s / a`) saved `(a, s)`: `(-g * s / a**2,)`."
     return (-g * s / (a * a),)
 
 @derivative("pow_scalar")
 def _pow_scalar(g, a, n):
+    "pow_scalar saved `(a, n)`: `(g * n * a**(n - 1),)`, and zeros for n = 0 (also at a = 0, as PyTorch)."
     if n == 0: return (np.zeros_like(g),)
     if n == 2: return (g * (a + a),)
     return (g * (n * _power(a, n - 1)),)
 
 @derivative("pow")
 def _pow(g, a, b, out):
+    "pow saved `(a, b, out)`: `g * b * a**(b-1)` (0 where b = 0), `g * out * log(a)` (0 where a = 0 <= b)."
     with np.errstate(divide="ignore", invalid="ignore"):
         ga = g * np.where(b == 0, 0.0, b * np.power(a, b - 1))
         gb = g * np.where((a == 0) & (b >= 0), 0.0, out * np.log(a))
@@ -84,50 +95,61 @@ def _pow(g, a, b, out):
 
 @derivative("rpow_scalar")
 def _rpow_scalar(g, out, log_base):
+    "rpow_scalar (`c ** a`) saved `(out, log_base)`: `(g * out * log_base,)`; base 0: -g*out where out = inf, else 0."
     if log_base == -np.inf: return (g * np.where(np.isinf(out), -out, 0 * out),)    # base 0: PyTorch's limits
     return (g * out * log_base,)
 
 # %% ../../modules/02_autograd/autograd.py #9
 @derivative("exp")
 def _exp(g, out):
+    "exp saved `(out,)`: `(g * out,)`."
     return (g * out,)
 
 @derivative("log")
 def _log(g, a):
+    "log saved `(a,)`: `(g / a,)`."
     return (g / a,)
 
 @derivative("sqrt")
 def _sqrt(g, out):
+    "sqrt saved `(out,)`: `(g / (2 * out),)`."
     return (g / (out + out),)
 
 @derivative("tanh")
 def _tanh(g, out):
+    "tanh saved `(out,)`: `(g * (1 - out**2),)`."
     return (g * (1 - out * out),)
 
 @derivative("sigmoid")
 def _sigmoid(g, out):
+    "sigmoid saved `(out,)`: `(g * out * (1 - out),)`."
     return (g * out * (1 - out),)
 
 @derivative("relu")
 def _relu(g, a):
+    "relu saved `(a,)`: g where a > 0, else 0 (0 at a = 0, as PyTorch)."
     return (g * (a > 0),)
 
 @derivative("abs")
 def _abs(g, a):
+    "abs saved `(a,)`: `(g * sign(a),)`, 0 at a = 0."
     return (g * np.sign(a),)
 
 @derivative("maximum")
 def _maximum(g, a, b):
+    "maximum saved `(a, b)`: g to the larger input, 0 to the other; at a tie g / 2 to each."
     tie = np.where(a == b, g * 0.5, 0)
     return np.where(a > b, g, tie), np.where(b > a, g, tie)
 
 @derivative("minimum")
 def _minimum(g, a, b):
+    "minimum saved `(a, b)`: g to the smaller input, 0 to the other; at a tie g / 2 to each."
     tie = np.where(a == b, g * 0.5, 0)
     return np.where(a < b, g, tie), np.where(b < a, g, tie)
 
 @derivative("clip")
 def _clip(g, a, lo, hi):
+    "clip saved `(a, min, max)` (a bound may be None): g where min <= a <= max, else 0."
     inside = np.ones(a.shape, dtype=bool)
     if lo is not None: inside &= a >= lo
     if hi is not None: inside &= a <= hi
@@ -139,27 +161,32 @@ def _restore_axes(g, axes, keepdims):
 
 @derivative("sum")
 def _sum(g, shape, axes, keepdims):
+    "sum saved `(shape, axes, keepdims)`: g copied to every summed element, in the input's `shape`."
     return (np.broadcast_to(_restore_axes(g, axes, keepdims), shape),)
 
 @derivative("mean")
 def _mean(g, shape, axes, keepdims):
+    "mean saved `(shape, axes, keepdims)`: as `sum`, divided by the number of averaged elements."
     count = int(np.prod([shape[i] for i in axes]))
     return (np.broadcast_to(_restore_axes(g, axes, keepdims) / count, shape),)
 
 @derivative("max")
 @derivative("min")
 def _extremum(g, a, out, axes, keepdims):
+    "max/min saved `(a, out with keepdims, axes, keepdims)`: g to the elements equal to out, shared evenly among ties."
     hit = a == out
     share = _restore_axes(g, axes, keepdims) / hit.sum(axis=axes, keepdims=True, dtype=g.dtype)
     return (hit * share,)
 
 @derivative("var")
 def _var(g, centered, axes, keepdims, denom):
+    "var saved `(centered, axes, keepdims, n - correction)`: `(g * 2 * centered / denom,)`, g's axes restored."
     return (_restore_axes(g, axes, keepdims) * centered * (2.0 / denom),)
 
 # %% ../../modules/02_autograd/autograd.py #13
 @derivative("matmul")
 def _matmul(g, a, b):
+    "matmul saved `(a, b)`: `g @ bᵀ` and `aᵀ @ g` on the last two axes, in a's and b's shapes."
     a2 = a[None, :] if a.ndim == 1 else a
     b2 = b[:, None] if b.ndim == 1 else b
     if b.ndim == 1: g = g[..., None]            # put back the axes the forward pass removed
@@ -171,22 +198,27 @@ def _matmul(g, a, b):
 # %% ../../modules/02_autograd/autograd.py #15
 @derivative("reshape")
 def _reshape(g, shape):
+    "reshape saved `(input shape,)`: `(g.reshape(shape),)`."
     return (g.reshape(shape),)
 
 @derivative("permute")
 def _permute(g, dims):
+    "permute saved `(dims,)`: g permuted back by the inverse permutation."
     return (g.transpose(sorted(range(len(dims)), key=dims.__getitem__)),)
 
 @derivative("transpose")
 def _transpose(g, d0, d1):
+    "transpose saved `(d0, d1)`: g with the same two axes swapped back."
     return (g.swapaxes(d0, d1),)     # a swap is its own inverse
 
 @derivative("expand")
 def _expand(g):
+    "expand saved nothing: `(g,)`; the engine's unbroadcast sums it to the input's shape."
     return (g,)      # the engine's unbroadcast sums over the expanded axes
 
 @derivative("getitem")
 def _getitem(g, shape, idx, basic):
+    "getitem saved `(input shape, idx, basic)`: zeros of that shape, g at idx; repeated indices add up (`np.add.at`)."
     full = np.zeros(shape, dtype=g.dtype)
     if basic or (isinstance(idx, np.ndarray) and idx.dtype == np.bool_):
         full[idx] = g
@@ -196,24 +228,27 @@ def _getitem(g, shape, idx, basic):
 
 @derivative("cat")
 def _cat(g, axis, sizes):
+    "cat saved `(axis, sizes)`: g cut along axis into pieces of those sizes, one per input."
     return tuple(np.split(g, np.cumsum(sizes)[:-1], axis=axis))
 
 @derivative("stack")
 def _stack(g, axis):
+    "stack saved `(axis,)`: the slices of g along axis, one per input."
     return tuple(np.moveaxis(g, axis, 0))
 
 @derivative("where")
 def _where(g, cond):
+    "where saved `(cond,)`: g where cond (for a), g where not cond (for b), 0 elsewhere."
     return np.where(cond, g, 0), np.where(cond, 0, g)
 
 @derivative("masked_fill")
 def _masked_fill(g, mask):
+    "masked_fill saved `(mask,)`: g where mask is false, 0 where the value was filled in."
     return (np.where(mask, 0, g),)
 
-# %% ../../modules/02_autograd/autograd.py #17
+# %% ../../modules/02_autograd/autograd.py #19
 _FREED = ("Trying to backward through the graph a second time: its saved values were freed by the first "
           "backward. Pass retain_graph=True to the first backward() if you need to call it again.")
-
 
 def _topological_order(root):
     "Tensors with a recorded op, each after every tensor it depends on (iterative DFS)."
@@ -233,13 +268,11 @@ def _topological_order(root):
                 stack.append((inp, False))
     return order
 
-
 def _accumulate_leaf(leaf, g):
     if leaf.grad is None:
         leaf.grad = _wrap(np.array(g, dtype=leaf.data.dtype, copy=True))   # own the memory
     else:
         leaf.grad.data += g
-
 
 def _seed_gradient(root, gradient):
     if gradient is None:
@@ -251,7 +284,6 @@ def _seed_gradient(root, gradient):
     if g.shape != root.shape:
         raise ValueError(f"backward(): gradient has shape {g.shape} but the output has shape {root.shape}")
     return g
-
 
 def _backprop(root, seed, retain_graph, wanted=None):
     "Run the chain rule from `root`. Leaves accumulate into `.grad`, or into a dict when `wanted` is given."
@@ -280,14 +312,12 @@ def _backprop(root, seed, retain_graph, wanted=None):
             node.inputs = node.saved = None
     return found
 
-
 def backward(tensor, gradient=None, retain_graph=False):
     "Accumulate d(tensor)/d(leaf) into every leaf's `.grad` (what `tensor.backward()` calls)."
     if not tensor._requires_grad:
         raise RuntimeError("backward(): this tensor does not require grad and has no graph; "
                            "did you forget requires_grad=True, or compute it under no_grad()?")
     _backprop(tensor, _seed_gradient(tensor, gradient), retain_graph)
-
 
 def grad(output, inputs, gradient=None, retain_graph=False):
     "Gradients of `output` with respect to `inputs`, returned instead of stored in `.grad`."
@@ -299,10 +329,9 @@ def grad(output, inputs, gradient=None, retain_graph=False):
     grads = [None if id(t) not in found else _wrap(np.asarray(found[id(t)], dtype=t.dtype)) for t in inputs]
     return grads[0] if single else grads
 
-
 AUTOGRAD.backward = backward
 
-# %% ../../modules/02_autograd/autograd.py #19
+# %% ../../modules/02_autograd/autograd.py #21
 class _GradModeContext:
     "Set grad mode on enter, restore it on exit; also usable as a decorator."
     mode = True
@@ -323,16 +352,13 @@ class _GradModeContext:
                 return fn(*args, **kwargs)
         return wrapper
 
-
 class no_grad(_GradModeContext):
     "Record nothing: outputs have no graph and keep no reference to their inputs."
     mode = False
 
-
 class enable_grad(_GradModeContext):
     "Record again inside a `no_grad` region."
     mode = True
-
 
 class set_grad_enabled(_GradModeContext):
     "`set_grad_enabled(False)` switches recording off at once; as a context manager it restores on exit."
@@ -342,14 +368,12 @@ class set_grad_enabled(_GradModeContext):
 
     def __enter__(self): return self
 
-
 def is_grad_enabled():
     return grad_mode.enabled
 
-# %% ../../modules/02_autograd/autograd.py #21
+# %% ../../modules/02_autograd/autograd.py #23
 class GradcheckError(AssertionError):
     "Raised by `gradcheck` when analytic and numerical gradients disagree."
-
 
 def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, seed=0):
     "Compare the engine's gradients of `fn(*inputs)` with central finite differences in float64."
@@ -377,10 +401,10 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, 
             idx = np.unravel_index(i, t.shape)
             excess = np.abs(a[idx] - numeric) - (atol + rtol * np.abs(numeric))
             if np.isnan(excess): excess = np.inf          # a NaN on either side is a mismatch
-            if excess > worst[0]: worst = (excess, (k, idx, a[idx], numeric))
+            if excess > worst[0]: worst = (excess, (k, idx, orig, a[idx], numeric))
     if worst[1] is not None and worst[0] > 0:
-        k, idx, an, nu = worst[1]
-        msg = (f"gradcheck failed for input {k} at index {tuple(int(i) for i in idx)}: analytic {an:.10g}, "
+        k, idx, x, an, nu = worst[1]
+        msg = (f"gradcheck failed for input {k} at index {tuple(int(i) for i in idx)} (value {x:.10g}): analytic {an:.10g}, "
                f"numeric {nu:.10g}, |difference| {abs(an - nu):.3g} > atol + rtol*|numeric| = {atol + rtol * abs(nu):.3g}")
         if raise_exception: raise GradcheckError(msg)
         return False

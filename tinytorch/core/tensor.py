@@ -19,7 +19,6 @@ import numpy as np
 # %% ../../modules/01_tensor/tensor.py #4
 DEFAULT_DTYPE = np.dtype(np.float32)
 
-
 def _as_array(data, dtype=None):
     "Convert `data` to a NumPy array: floats become float32 unless `dtype` says otherwise."
     if isinstance(data, Tensor):
@@ -31,7 +30,6 @@ def _as_array(data, dtype=None):
     if dtype is None and arr.dtype.kind == "f" and arr.dtype != DEFAULT_DTYPE:
         arr = arr.astype(DEFAULT_DTYPE)
     return arr
-
 
 class Tensor:
     "An n-dimensional array that can record the operations applied to it."
@@ -114,7 +112,6 @@ class Tensor:
         elif self._requires_grad: extra += ", requires_grad=True"
         return f"tensor({body}{extra})"
 
-
 def _wrap(data):
     "Fast path: a leaf Tensor around an existing array (no copy, no conversion)."
     t = Tensor.__new__(Tensor)
@@ -128,7 +125,6 @@ class _GradMode(threading.local):
 
 grad_mode = _GradMode()
 
-
 class _Autograd:
     "Hooks filled in by `tinytorch.core.autograd`: the derivative table and the engine."
     backward = None
@@ -136,14 +132,12 @@ class _Autograd:
 AUTOGRAD = _Autograd()
 DERIVATIVES = {}    # op name -> rule(grad, *saved) returning one gradient per input
 
-
 class Node:
     "How a tensor was made: op name, derivative rule, input tensors, values saved for backward."
     __slots__ = ("op", "rule", "inputs", "saved")
 
     def __init__(self, op, rule, inputs, saved):
         self.op, self.rule, self.inputs, self.saved = op, rule, inputs, saved
-
 
 def record(op, data, inputs, saved=()):
     "Wrap `data` as the output of `op`; remember the op if any input needs a gradient."
@@ -164,12 +158,10 @@ def record(op, data, inputs, saved=()):
 # %% ../../modules/01_tensor/tensor.py #9
 KERNELS = {}    # name -> fast kernel registered for the replaceable textbook function of that name
 
-
 def register_kernel(name, kernel):
     "Run `kernel` instead of the replaceable textbook function `name` (None: back to the textbook version)."
     if kernel is None: KERNELS.pop(name, None)
     else: KERNELS[name] = kernel
-
 
 def replaceable(name):
     "Decorator: a textbook function that a kernel registered under `name` replaces (package functions only)."
@@ -184,7 +176,7 @@ def replaceable(name):
         return dispatch
     return wrap
 
-# %% ../../modules/01_tensor/tensor.py #12
+# %% ../../modules/01_tensor/tensor.py #11
 class RandomSource:
     "Where tinytorch's generator lives: one `generator` attribute, shared by the whole process."
     def __init__(self, generator=None):
@@ -250,7 +242,7 @@ def ones_like(t, dtype=None, requires_grad=False):
 def randn_like(t, dtype=None, requires_grad=False):
     return randn(*t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
 
-# %% ../../modules/01_tensor/tensor.py #15
+# %% ../../modules/01_tensor/tensor.py #13
 def _broadcast_error(op, a, b):
     return ValueError(f"{op}: shapes {tuple(np.shape(a))} and {tuple(np.shape(b))} cannot be broadcast together")
 
@@ -273,49 +265,52 @@ def _tensor_operand(x):
     if isinstance(x, np.ndarray): return Tensor(x, dtype=x.dtype)
     raise TypeError(f"unsupported operand of type {type(x).__name__}; expected a Tensor or a number")
 
-
 def add(a, b):
-    "a + b"
+    """`a + b`, broadcast. A number `b` (after `_py`): `record("add_scalar", a.data + b, (a,))`.
+    Otherwise `b = _tensor_operand(b)` and `record("add", _binary("add", np.add, a, b), (a, b))`. Nothing saved."""
     b = _py(b)
     if _is_scalar(b): return record("add_scalar", a.data + b, (a,))
     b = _tensor_operand(b)
     return record("add", _binary("add", np.add, a, b), (a, b))
 
 def sub(a, b):
-    "a - b"
+    """`a - b`. A number `b`: `record("add_scalar", a.data - b, (a,))` (subtracting a constant has the
+    derivative of adding one). A tensor: `record("sub", _binary("sub", np.subtract, a, b), (a, b))`. Nothing saved."""
     b = _py(b)
     if _is_scalar(b): return record("add_scalar", a.data - b, (a,))
     b = _tensor_operand(b)
     return record("sub", _binary("sub", np.subtract, a, b), (a, b))
 
 def rsub(a, b):
-    "b - a, for a number b"
+    """`b - a` (`2.0 - x`). A number `b`: `record("rsub_scalar", b - a.data, (a,))`; a tensor: `sub(b, a)`."""
     b = _py(b)
     if _is_scalar(b): return record("rsub_scalar", b - a.data, (a,))
     return sub(_tensor_operand(b), a)
 
 def mul(a, b):
-    "a * b"
+    """`a * b`. A number `b`: `record("mul_scalar", data, (a,), (b,))`.
+    A tensor: `record("mul", data, (a, b), (a.data, b.data))`: the rule needs both factors."""
     b = _py(b)
     if _is_scalar(b): return record("mul_scalar", a.data * b, (a,), (b,))
     b = _tensor_operand(b)
     return record("mul", _binary("mul", np.multiply, a, b), (a, b), (a.data, b.data))
 
 def div(a, b):
-    "a / b"
+    """`a / b`. A number `b`: `record("div_scalar", data, (a,), (b,))`.
+    A tensor: `record("div", data, (a, b), (a.data, b.data))`."""
     b = _py(b)
     if _is_scalar(b): return record("div_scalar", a.data / b, (a,), (b,))
     b = _tensor_operand(b)
     return record("div", _binary("div", np.divide, a, b), (a, b), (a.data, b.data))
 
 def rdiv(a, b):
-    "b / a, for a number b"
+    """`b / a` (`1.0 / x`). A number `b`: `record("rdiv_scalar", b / a.data, (a,), (a.data, b))`; a tensor: `div(b, a)`."""
     b = _py(b)
     if _is_scalar(b): return record("rdiv_scalar", b / a.data, (a,), (a.data, b))
     return div(_tensor_operand(b), a)
 
 def neg(a):
-    "-a"
+    """`-a`: `record("neg", -a.data, (a,))`. Nothing saved."""
     return record("neg", -a.data, (a,))
 
 def _power(x, n):
@@ -328,7 +323,8 @@ def _power(x, n):
     return np.power(x, n)
 
 def pow(a, b):
-    "a ** b, for a number or a tensor b"
+    """`a ** b`. A number `b`: `record("pow_scalar", _power(a.data, b), (a,), (a.data, b))`. A tensor:
+    `out = _binary("pow", np.power, a, b)`, `record("pow", out, (a, b), (a.data, b.data, out))`."""
     b = _py(b)
     if _is_scalar(b): return record("pow_scalar", _power(a.data, b), (a,), (a.data, b))
     b = _tensor_operand(b)
@@ -336,58 +332,69 @@ def pow(a, b):
     return record("pow", out, (a, b), (a.data, b.data, out))
 
 def rpow(a, b):
-    "b ** a, for a number b"
+    """`b ** a` for a number `b` (`2.0 ** x`): `out = np.power(b, a.data)`, then
+    `record("rpow_scalar", out, (a,), (out, log_base))` with `log_base = float(np.log(b))` (-inf for b = 0)."""
     b = _py(b)
     out = np.power(b, a.data)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_base = float(np.log(b))
     return record("rpow_scalar", out, (a,), (out, log_base))
 
-# %% ../../modules/01_tensor/tensor.py #20
+# %% ../../modules/01_tensor/tensor.py #17
 def exp(a):
+    """`e ** a`, same shape and dtype: `record("exp", out, (a,), (out,))` (d/dx eˣ = eˣ reuses the output)."""
     out = np.exp(a.data)
     return record("exp", out, (a,), (out,))
 
 def log(a):
+    """Natural logarithm: `record("log", out, (a,), (a.data,))`."""
     return record("log", np.log(a.data), (a,), (a.data,))
 
 def sqrt(a):
+    """Square root: `record("sqrt", out, (a,), (out,))`."""
     out = np.sqrt(a.data)
     return record("sqrt", out, (a,), (out,))
 
 def tanh(a):
+    """Hyperbolic tangent: `record("tanh", out, (a,), (out,))`."""
     out = np.tanh(a.data)
     return record("tanh", out, (a,), (out,))
 
 def sigmoid(a):
+    """`1 / (1 + e^-a)` computed as `0.5 * (1 + tanh(a / 2))`, which never overflows:
+    `record("sigmoid", out, (a,), (out,))`."""
     out = np.tanh(a.data * 0.5)
     out += 1.0
     out *= 0.5
     return record("sigmoid", out, (a,), (out,))
 
 def relu(a):
+    """`max(a, 0)`: `record("relu", out, (a,), (a.data,))`."""
     return record("relu", np.maximum(a.data, 0), (a,), (a.data,))
 
 def abs(a):
+    """`|a|`: `record("abs", out, (a,), (a.data,))`."""
     return record("abs", np.abs(a.data), (a,), (a.data,))
 
 def maximum(a, b):
-    "Elementwise maximum; at ties the gradient is split evenly, as in PyTorch."
+    """Elementwise maximum, broadcast (either side may be an array: `_tensor_operand`, `_binary`):
+    `record("maximum", out, (a, b), (a.data, b.data))`. Module 02 splits the gradient at ties, like PyTorch."""
     a, b = _tensor_operand(a), _tensor_operand(b)
     return record("maximum", _binary("maximum", np.maximum, a, b), (a, b), (a.data, b.data))
 
 def minimum(a, b):
-    "Elementwise minimum; at ties the gradient is split evenly, as in PyTorch."
+    """Elementwise minimum: `record("minimum", out, (a, b), (a.data, b.data))`, as `maximum`."""
     a, b = _tensor_operand(a), _tensor_operand(b)
     return record("minimum", _binary("minimum", np.minimum, a, b), (a, b), (a.data, b.data))
 
 def clip(a, min=None, max=None):
-    "Clamp to [min, max]; the gradient flows where min <= a <= max (PyTorch's `clamp`)."
+    """Clamp to [min, max] (PyTorch's `clamp`; one bound may be None, not both: ValueError
+    "clip: give at least one of min and max"): `record("clip", out, (a,), (a.data, min, max))`."""
     if min is None and max is None: raise ValueError("clip: give at least one of min and max")
     min, max = _py(min), _py(max)
     return record("clip", np.clip(a.data, min, max), (a,), (a.data, min, max))
 
-# %% ../../modules/01_tensor/tensor.py #23
+# %% ../../modules/01_tensor/tensor.py #21
 def _axis(ndim, axis, dim):
     "Normalise axis/dim to a sorted tuple of non-negative axes (None = all)."
     if dim is not None:
@@ -405,12 +412,15 @@ def _axis(ndim, axis, dim):
 def _keep(keepdims, keepdim):
     return keepdims or bool(keepdim)
 
-
 def sum(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    """Sum over `axis` (int, tuple, None = all; `dim`/`keepdim` are PyTorch's names). With
+    `axes = _axis(a.ndim, axis, dim)` (a sorted tuple) and `keep = _keep(keepdims, keepdim)` (a bool):
+    `record("sum", out, (a,), (a.shape, axes, keep))`."""
     axes, keep = _axis(a.ndim, axis, dim), _keep(keepdims, keepdim)
     return record("sum", a.data.sum(axis=axes, keepdims=keep), (a,), (a.shape, axes, keep))
 
 def mean(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    """Mean, the same arguments as `sum`: `record("mean", out, (a,), (a.shape, axes, keep))`."""
     axes, keep = _axis(a.ndim, axis, dim), _keep(keepdims, keepdim)
     count = 1
     for ax in axes: count *= a.shape[ax]
@@ -418,19 +428,21 @@ def mean(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
     return record("mean", out, (a,), (a.shape, axes, keep))
 
 def max(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
-    "Largest value (like `torch.amax`); ties share the gradient evenly."
+    """Largest value (like `torch.amax`), arguments as `sum`: `record("max", out, (a,), (a.data, kept, axes, keep))`
+    where `kept` is the result with keepdims=True (the rule compares it with `a.data`; ties share the gradient)."""
     axes, keep = _axis(a.ndim, axis, dim), _keep(keepdims, keepdim)
     out = a.data.max(axis=axes, keepdims=True)
     return record("max", out if keep else out.reshape(np.delete(a.shape, axes)), (a,), (a.data, out, axes, keep))
 
 def min(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
-    "Smallest value (like `torch.amin`); ties share the gradient evenly."
+    """Smallest value (like `torch.amin`): `record("min", out, (a,), (a.data, kept, axes, keep))`, as `max`."""
     axes, keep = _axis(a.ndim, axis, dim), _keep(keepdims, keepdim)
     out = a.data.min(axis=axes, keepdims=True)
     return record("min", out if keep else out.reshape(np.delete(a.shape, axes)), (a,), (a.data, out, axes, keep))
 
 def var(a, axis=None, keepdims=False, correction=1, *, dim=None, keepdim=None, unbiased=None):
-    "Variance; `correction=1` (PyTorch's default) divides by n - 1."
+    """Variance dividing by n - correction (PyTorch's default correction=1; `unbiased=False` means 0). With
+    `centered = a.data - mean over axes (keepdims)`: `record("var", out, (a,), (centered, axes, keep, n - correction))`."""
     if unbiased is not None: correction = int(unbiased)
     axes, keep = _axis(a.ndim, axis, dim), _keep(keepdims, keepdim)
     n = int(np.prod([a.shape[i] for i in axes]))
@@ -438,8 +450,10 @@ def var(a, axis=None, keepdims=False, correction=1, *, dim=None, keepdim=None, u
     out = np.sum(centered * centered, axis=axes, keepdims=keep) / (n - correction)
     return record("var", out, (a,), (centered, axes, keep, n - correction))
 
-# %% ../../modules/01_tensor/tensor.py #26
+# %% ../../modules/01_tensor/tensor.py #25
 def matmul(a, b):
+    """`a @ b` by NumPy's rules (a batch broadcasts; a 1-D operand is a row on the left, a column on the right).
+    A mismatch raises ValueError "matmul: shapes ... do not match (...)". `record("matmul", out, (a, b), (a.data, b.data))`."""
     b = _tensor_operand(b)
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: both operands need at least one dimension; got shapes {a.shape} and {b.shape}")
@@ -454,6 +468,8 @@ def matmul(a, b):
 
 # %% ../../modules/01_tensor/tensor.py #29
 def reshape(a, *shape):
+    """The same numbers in a new shape (`reshape(a, 2, 3)` or `(2, 3)`, one -1 allowed):
+    `record("reshape", out, (a,), (a.shape,))`, the input's shape, to reshape the gradient back."""
     shape = _shape(shape)
     try:
         out = a.data.reshape(shape)
@@ -467,22 +483,26 @@ def _axis1(a, ax, op):
     return ax % n
 
 def squeeze(a, dim=None):
+    """Drop size-1 dimensions (all, or those in `dim`): `reshape(a, new_shape)`."""
     if dim is None: return reshape(a, tuple(s for s in a.shape if s != 1))
     dims = {_axis1(a, d, "squeeze") for d in ((dim,) if isinstance(dim, int) else dim)}
     return reshape(a, tuple(s for i, s in enumerate(a.shape) if not (i in dims and s == 1)))
 
 def unsqueeze(a, dim):
+    """Insert a size-1 dimension at `dim` (negative counts from the end): `reshape(a, new_shape)`."""
     n = a.ndim + 1
     if not -n <= dim < n: raise ValueError(f"unsqueeze: dimension {dim} is out of range for a tensor of shape {a.shape}")
     dim %= n
     return reshape(a, a.shape[:dim] + (1,) + a.shape[dim:])
 
 def flatten(a, start_dim=0, end_dim=-1):
+    """Merge dimensions `start_dim..end_dim` into one (a 0-d tensor becomes shape (1,)): `reshape(a, new_shape)`."""
     if a.ndim == 0: return reshape(a, (1,))
     s, e = _axis1(a, start_dim, "flatten"), _axis1(a, end_dim, "flatten")
     return reshape(a, a.shape[:s] + (-1,) + a.shape[e + 1:])
 
 def permute(a, *dims):
+    """Reorder all dimensions: `record("permute", out, (a,), (dims,))`, `dims` a tuple of non-negative ints."""
     dims = _shape(dims)
     if len(dims) != a.ndim or sorted(d % a.ndim for d in dims if -a.ndim <= d < a.ndim) != list(range(a.ndim)):
         raise ValueError(f"permute: {dims} is not a permutation of the {a.ndim} dimensions of shape {a.shape}")
@@ -490,11 +510,13 @@ def permute(a, *dims):
     return record("permute", a.data.transpose(dims), (a,), (dims,))
 
 def transpose(a, dim0=-2, dim1=-1):
-    "Swap two dimensions (the last two by default)."
+    """Swap two dimensions (the last two by default): `record("transpose", out, (a,), (d0, d1))`, both non-negative."""
     d0, d1 = _axis1(a, dim0, "transpose"), _axis1(a, dim1, "transpose")
     return record("transpose", a.data.swapaxes(d0, d1), (a,), (d0, d1))
 
 def broadcast_to(a, *shape):
+    """Repeat size-1 dimensions up to `shape` without copying (`np.broadcast_to`; -1 keeps a dimension):
+    `record("expand", out, (a,))`. Nothing saved: the engine sums the gradient back to `a`'s shape."""
     shape = _shape(shape)
     lead = len(shape) - a.ndim
     if lead < 0: raise ValueError(f"expand: cannot expand shape {a.shape} to fewer dimensions {shape}")
@@ -508,7 +530,7 @@ def broadcast_to(a, *shape):
 
 expand = broadcast_to
 
-# %% ../../modules/01_tensor/tensor.py #32
+# %% ../../modules/01_tensor/tensor.py #33
 def _index_data(idx):
     "Replace tensors inside an index by their arrays."
     if isinstance(idx, Tensor): return idx.data
@@ -520,6 +542,8 @@ def _is_basic_index(idx):
     return all(i is None or i is Ellipsis or isinstance(i, (int, np.integer, slice)) for i in items)
 
 def getitem(a, idx):
+    """`a[idx]` for any NumPy index; tensors inside `idx` become arrays (`_index_data`):
+    `record("getitem", out, (a,), (a.shape, idx, _is_basic_index(idx)))` with the converted `idx`."""
     idx = _index_data(idx)
     try:
         out = a.data[idx]
@@ -533,7 +557,8 @@ def _tensors(tensors, op):
     return tensors
 
 def cat(tensors, axis=0, *, dim=None):
-    "Join tensors along an existing axis."
+    """Join along an existing axis: `record("cat", out, tuple(tensors), (axis, sizes))`, `axis` non-negative and
+    `sizes` each tensor's length along it."""
     tensors = _tensors(tensors, "cat")
     axis = axis if dim is None else dim
     try:
@@ -545,7 +570,8 @@ def cat(tensors, axis=0, *, dim=None):
 concatenate = cat
 
 def stack(tensors, axis=0, *, dim=None):
-    "Join same-shaped tensors along a new axis."
+    """Join same-shaped tensors along a new axis: `record("stack", out, tuple(tensors), (axis,))`, `axis`
+    non-negative (an axis of the output)."""
     tensors = _tensors(tensors, "stack")
     axis = axis if dim is None else dim
     if len({t.shape for t in tensors}) != 1:
@@ -554,7 +580,8 @@ def stack(tensors, axis=0, *, dim=None):
     return record("stack", out, tuple(tensors), (axis % out.ndim,))
 
 def split(a, split_size_or_sections, axis=0, *, dim=None):
-    "Cut into pieces: an int is the size of each piece (the last may be smaller), a list the sizes."
+    """Cut `a` along `axis`: an int is each piece's size (the last may be smaller), a list the sizes (they must
+    add up to the axis' length). Returns a tuple of `getitem(a, slices)`: each piece records a "getitem"."""
     axis = _axis1(a, axis if dim is None else dim, "split")
     n = a.shape[axis]
     if isinstance(split_size_or_sections, int):
@@ -573,7 +600,8 @@ def split(a, split_size_or_sections, axis=0, *, dim=None):
     return tuple(pieces)
 
 def where(condition, a, b):
-    "Elementwise `a` where `condition` is true, else `b`."
+    """`a` where `condition` (boolean) is true, else `b`; a number becomes a tensor of the other's dtype:
+    `record("where", out, (a, b), (cond,))` with `cond` the boolean array."""
     cond = condition.data if isinstance(condition, Tensor) else np.asarray(condition)
     if cond.dtype != np.bool_: raise TypeError(f"where: condition must be boolean, got dtype {cond.dtype}")
     a = a if isinstance(a, Tensor) else Tensor(a, dtype=b.dtype if isinstance(b, Tensor) else None)
@@ -585,7 +613,8 @@ def where(condition, a, b):
     return record("where", out, (a, b), (cond,))
 
 def masked_fill(a, mask, value):
-    "Replace the entries where `mask` is true by `value` (the mask broadcasts to `a`'s shape)."
+    """Put `value` where `mask` (boolean, broadcasting to `a`'s shape) is true:
+    `record("masked_fill", out, (a,), (mask,))` with `mask` the boolean array."""
     mask = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
     if mask.dtype != np.bool_: raise TypeError(f"masked_fill: mask must be boolean, got dtype {mask.dtype}")
     try:
@@ -606,7 +635,7 @@ def _compare(fn, op):
     compare.__name__ = op
     return compare
 
-# %% ../../modules/01_tensor/tensor.py #35
+# %% ../../modules/01_tensor/tensor.py #37
 def _reflected(fn):
     return lambda a, b: fn(_tensor_operand(b), a)
 

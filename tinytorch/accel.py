@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['SCALAR_KERNELS', 'ELEMENTWISE_KERNELS', 'ATTENTION_KERNELS', 'NORM_KERNELS', 'FUSED_KERNELS', 'fused_gelu',
-           'fused_silu', 'fused_softmax', 'fused_log_softmax', 'fused_linear', 'fused_cross_entropy',
-           'fused_layer_norm', 'fused_linear_gelu', 'fused_rms_norm', 'fused_swiglu', 'enable', 'disable', 'enabled',
-           'textbook']
+           'fused_silu', 'fused_softmax', 'fused_log_softmax', 'fused_linear', 'fused_cross_entropy', 'blocked_sdpa',
+           'blocked_qkv_attention', 'fused_layer_norm', 'fused_linear_gelu', 'fused_rms_norm', 'fused_swiglu', 'enable',
+           'disable', 'enabled', 'textbook']
 
 # %% ../modules/17_acceleration/acceleration.py #2
 import contextlib
@@ -221,9 +221,203 @@ ELEMENTWISE_KERNELS = {"gelu": fused_gelu, "silu": fused_silu, "softmax": fused_
                        "log_softmax": fused_log_softmax, "linear": fused_linear, "cross_entropy": fused_cross_entropy}
 
 # %% ../modules/17_acceleration/acceleration.py #12
-ATTENTION_KERNELS = {}
+from .core.tensor import get_rng, grad_mode
+from .core.attention import KVCache, check_qkv, split_mask
+from .core.embeddings import rotate_pairs
 
-# %% ../modules/17_acceleration/acceleration.py #14
+_FUTURE_MASKS = {}
+_BLOCK_ROWS = 64          # query rows per block when causal blocks are skipped
+_MIN_BLOCKED_LEN = 128    # shorter query sequences are processed in one block
+_EXP_SAFE = {np.dtype(np.float32): 40.0, np.dtype(np.float64): 300.0}
+
+
+def _future_mask(tq, tk, offset):
+    "Cached read-only boolean (tq, tk) array, True where key j lies in the future of query i (j > i + offset)."
+    key = (tq, tk, offset)
+    m = _FUTURE_MASKS.get(key)
+    if m is None:
+        if len(_FUTURE_MASKS) >= 64 or sum(a.nbytes for a in _FUTURE_MASKS.values()) > 32 << 20:
+            _FUTURE_MASKS.clear()                 # bounded
+        m = _FUTURE_MASKS[key] = np.triu(np.ones((tq, tk), dtype=bool), k=offset + 1)
+        m.flags.writeable = False
+    return m
+
+
+def _blocks(tq, tk, causal_offset):
+    "(row start, row end, key end) per query block; several blocks only for long causal attention."
+    if causal_offset is None or causal_offset < 0 or tq < _MIN_BLOCKED_LEN:
+        return [(0, tq, tk)]
+    return [(r0, min(r0 + _BLOCK_ROWS, tq), min(tk, min(r0 + _BLOCK_ROWS, tq) + causal_offset))
+            for r0 in range(0, tq, _BLOCK_ROWS)]
+
+
+def _rows(m, r0, r1, kend):
+    "The part of a broadcastable (..., T_q | 1, T_k | 1) mask covering query rows r0:r1 and keys :kend."
+    return m[..., slice(r0, r1) if m.shape[-2] != 1 else slice(None), slice(0, kend) if m.shape[-1] != 1 else slice(None)]
+
+
+def _scores_are_small(qs, k):
+    "True if Cauchy-Schwarz proves |q_i . k_j| below the dtype's safe exp range for every score."
+    limit = _EXP_SAFE.get(qs.dtype, 40.0)
+    q2 = np.einsum("...i,...i->...", qs, qs).max(axis=-1)
+    k2 = np.einsum("...i,...i->...", k, k).max(axis=-1)
+    return bool((q2 * k2).max() < limit * limit)
+
+
+def _exp_rows_(s, shift):
+    "In place s <- exp(s) (minus each row's max first if `shift`); returns (s, 1/row sums) with 1/0 -> 0."
+    if shift:
+        m = s.max(axis=-1, keepdims=True)
+        m[np.isneginf(m)] = 0.0                                   # fully masked rows: keep them at exp(-inf) = 0
+        s -= m
+    np.exp(s, out=s)
+    z = np.matmul(s, np.ones(s.shape[-1], dtype=s.dtype))[..., None]      # row sums through BLAS
+    rz = np.zeros_like(z)
+    np.divide(1.0, z, out=rz, where=z > 0)
+    return s, rz
+
+
+def _attention_forward(qs, k, v, out, add=None, blocked=None, causal_offset=None, dropout_p=0.0):
+    "O = softmax(qs kᵀ + mask) v written into `out`; returns [(r0, r1, kend, E, 1/z, dropout mask)] per block."
+    tq, tk = qs.shape[-2], k.shape[-2]
+    shift = add is not None or not _scores_are_small(qs, k)
+    kT = np.swapaxes(k, -1, -2)
+    saved = []
+    for r0, r1, kend in _blocks(tq, tk, causal_offset):
+        s = np.matmul(qs[..., r0:r1, :], kT[..., :kend])
+        if add is not None: s += _rows(add, r0, r1, kend)
+        if blocked is not None: np.copyto(s, -np.inf, where=_rows(blocked, r0, r1, kend))
+        if causal_offset is not None:
+            c0 = max(0, min(kend, r0 + causal_offset + 1))        # keys before c0 are visible to every row here
+            if c0 < kend: np.copyto(s[..., c0:], -np.inf, where=_future_mask(tq, tk, causal_offset)[r0:r1, c0:kend])
+        e, rz = _exp_rows_(s, shift)
+        drop = None
+        if dropout_p > 0.0:
+            drop = (get_rng().random(e.shape, dtype=np.float32) >= dropout_p).astype(e.dtype)
+            if dropout_p < 1.0: drop *= 1.0 / (1.0 - dropout_p)
+        o = out[..., r0:r1, :]
+        np.matmul(e if drop is None else e * drop, v[..., :kend, :], out=o)
+        o *= rz
+        saved.append((r0, r1, kend, e, rz, drop))
+    return saved
+
+
+def _attention_backward(g, qs, k, v, out, saved, scale, dq, dk, dv, dmask=None):
+    "Write dL/dq, dL/dk, dL/dv (and dL/dscores into dmask) for O = attention(qs/scale, k, v), given g = dL/dO."
+    delta = np.einsum("...i,...i->...", g, out)[..., None]            # rowsum(dP ⊙ P) = rowsum(G ⊙ O)
+    vT = np.swapaxes(v, -1, -2)
+    single = len(saved) == 1
+    if not single:
+        dk[...] = 0.0
+        dv[...] = 0.0
+    for r0, r1, kend, e, rz, drop in saved:
+        gb = g[..., r0:r1, :] * rz                                     # G' = G / z
+        ed = e if drop is None else e * drop
+        if single: np.matmul(np.swapaxes(ed, -1, -2), gb, out=dv)
+        else: dv[..., :kend, :] += np.matmul(np.swapaxes(ed, -1, -2), gb)
+        ds = np.matmul(gb, vT[..., :kend])
+        if drop is not None: ds *= drop
+        ds -= delta[..., r0:r1, :] * rz
+        ds *= e
+        if dmask is not None: dmask[..., r0:r1, :kend] = ds
+        dq_rows = dq[..., r0:r1, :]
+        np.matmul(ds, k[..., :kend, :], out=dq_rows)
+        dq_rows *= scale
+        if single: np.matmul(np.swapaxes(ds, -1, -2), qs, out=dk)
+        else: dk[..., :kend, :] += np.matmul(np.swapaxes(ds, -1, -2), qs[..., r0:r1, :])
+
+
+def _mask_arrays(mask, scores_shape, dtype, who):
+    "module 09's split_mask as (additive array or None, blocked array or None, mask tensor needing grad or None)."
+    bias, blocked = split_mask(mask, scores_shape, dtype, who)
+    if isinstance(bias, Tensor): return bias.data, blocked, bias
+    return bias, blocked, None
+
+
+def blocked_sdpa(q, k, v, mask=None, is_causal=False, dropout_p=0.0, scale=None):
+    "module 09's scaled_dot_product_attention as one op 'scaled_dot_product_attention'."
+    who = "scaled_dot_product_attention"
+    check_qkv(q, k, v, who)
+    if not 0.0 <= dropout_p <= 1.0: raise ValueError(f"{who}: dropout_p must be in [0, 1], got {dropout_p}")
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    add, blocked, mask_t = _mask_arrays(mask, q.shape[:-1] + (k.shape[-2],), q.dtype, who)
+    qs = q.data * scale
+    out = np.empty(q.shape[:-1] + v.shape[-1:], dtype=q.dtype)
+    saved = _attention_forward(qs, k.data, v.data, out, add, blocked, 0 if is_causal else None, dropout_p)
+    inputs = (q, k, v) if mask_t is None else (q, k, v, mask_t)
+    return record(who, out, inputs, (qs, k.data, v.data, out, saved, scale, mask_t is not None))
+
+
+@derivative("scaled_dot_product_attention")
+def _blocked_sdpa_backward(g, qs, k, v, out, saved, scale, mask_grad):
+    g = np.ascontiguousarray(g)
+    dq, dk, dv = np.empty(qs.shape, qs.dtype), np.empty(k.shape, k.dtype), np.empty(v.shape, v.dtype)
+    dmask = np.zeros(out.shape[:-1] + (k.shape[-2],), dtype=qs.dtype) if mask_grad else None
+    _attention_backward(g, qs, k, v, out, saved, scale, dq, dk, dv, dmask)
+    return (dq, dk, dv) if dmask is None else (dq, dk, dv, dmask)
+
+
+def _heads(a, num_heads):
+    "Views (B, H, T, d_h) of q, k, v inside a packed (B, T, 3C) array."
+    b, t, c3 = a.shape
+    a = a.reshape(b, t, 3, num_heads, c3 // (3 * num_heads))
+    return tuple(a[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+
+
+def blocked_qkv_attention(qkv, num_heads, causal=True, mask=None, rope_cos=None, rope_sin=None, dropout_p=0.0,
+                          kv_cache=None, scale=None):
+    "module 09's fused_qkv_attention as one op 'fused_qkv_attention': heads are views, the output is merged in place."
+    who = "fused_qkv_attention"
+    if qkv.ndim != 3 or qkv.shape[-1] % (3 * num_heads):
+        raise ValueError(f"{who}: expected packed q|k|v of shape (B, T, 3C) with C divisible by num_heads={num_heads}, "
+                         f"got {qkv.shape}")
+    if qkv.dtype.kind != "f": raise TypeError(f"{who}: expected a floating-point tensor, got dtype {qkv.dtype}")
+    b, t, c3 = qkv.shape
+    c, hd = c3 // 3, c3 // (3 * num_heads)
+    scale = 1.0 / math.sqrt(hd) if scale is None else float(scale)
+    q, k, v = _heads(qkv.data, num_heads)
+    rope = rope_cos is not None
+    if rope:
+        rope_cos, rope_sin = rope_cos.astype(q.dtype, copy=False), rope_sin.astype(q.dtype, copy=False)
+        qs = rotate_pairs(q, rope_cos, rope_sin)
+        qs *= scale
+        k = rotate_pairs(k, rope_cos, rope_sin)
+    else:
+        qs = q * scale
+    offset = 0
+    if kv_cache is not None:
+        if grad_mode.enabled and qkv.requires_grad:
+            raise RuntimeError(f"{who}: attention with a KV cache is for inference; call it under no_grad()")
+        offset = kv_cache.length
+        k, v = kv_cache.append(k, v)
+    add, blocked, mask_t = _mask_arrays(mask, (b, num_heads, t, k.shape[-2]), qkv.dtype, who)
+    out = np.empty((b, t, c), dtype=qkv.dtype)
+    o4 = out.reshape(b, t, num_heads, hd).transpose(0, 2, 1, 3)        # heads merged for free
+    saved = _attention_forward(qs, k, v, o4, add, blocked, offset if causal else None, dropout_p)
+    inputs = (qkv,) if mask_t is None else (qkv, mask_t)
+    return record(who, out, inputs, (qs, k, v, o4, saved, scale, num_heads, rope_cos, rope_sin, mask_t is not None))
+
+
+@derivative("fused_qkv_attention")
+def _blocked_qkv_attention_backward(g, qs, k, v, o4, saved, scale, num_heads, cos, sin, mask_grad):
+    b, h, t, hd = qs.shape
+    g4 = np.ascontiguousarray(g).reshape(b, t, h, hd).transpose(0, 2, 1, 3)
+    dqkv = np.empty((b, t, 3 * h * hd), dtype=qs.dtype)
+    dq, dk, dv = _heads(dqkv, h)
+    dmask = np.zeros((b, h, t, k.shape[-2]), dtype=qs.dtype) if mask_grad else None
+    if cos is None:
+        _attention_backward(g4, qs, k, v, o4, saved, scale, dq, dk, dv, dmask)
+    else:                                                          # gradients of the rotated q, k, then un-rotate
+        dq_rot, dk_rot = np.empty(qs.shape, qs.dtype), np.empty(k.shape, k.dtype)
+        _attention_backward(g4, qs, k, v, o4, saved, scale, dq_rot, dk_rot, dv, dmask)
+        rotate_pairs(dq_rot, cos, sin, inverse=True, out=dq)
+        rotate_pairs(dk_rot, cos, sin, inverse=True, out=dk)
+    return (dqkv,) if dmask is None else (dqkv, dmask)
+
+
+ATTENTION_KERNELS = {"scaled_dot_product_attention": blocked_sdpa, "fused_qkv_attention": blocked_qkv_attention}
+
+# %% ../modules/17_acceleration/acceleration.py #16
 from .models.transformer import check_normalized_shape
 
 
@@ -392,7 +586,7 @@ def _swiglu_backward(g, x2, w1, w2, w3, a, u, sig, x_shape):
 NORM_KERNELS = {"layer_norm": fused_layer_norm, "linear_gelu": fused_linear_gelu,
                 "rms_norm": fused_rms_norm, "swiglu": fused_swiglu}
 
-# %% ../modules/17_acceleration/acceleration.py #18
+# %% ../modules/17_acceleration/acceleration.py #20
 FUSED_KERNELS = {**SCALAR_KERNELS, **ELEMENTWISE_KERNELS, **ATTENTION_KERNELS, **NORM_KERNELS}
 
 

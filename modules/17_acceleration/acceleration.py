@@ -380,10 +380,337 @@ def test_fused_elementwise_kernels_raise_the_textbook_errors():
 
 # %% [markdown]
 # ## Attention
+#
+# Module 09's `scaled_dot_product_attention` is six graph ops (matmul, scale, mask, softmax,
+# dropout, matmul), and each allocates a $T_q \times T_k$ array per head that its backward pass
+# reads again. `blocked_sdpa` computes the same function as one op whose forward makes two or
+# three passes over the scores and whose backward is written out:
+#
+# 1. **Fold the scale into the queries.** `(q · s) Kᵀ` costs `T_q·d` multiplications,
+#    `(q Kᵀ) · s` costs `T_q·T_k`.
+# 2. **Mask in place** with `np.copyto(scores, -inf, where=blocked)`, which broadcasts a
+#    `(T_q, T_k)` boolean matrix over all heads without building a full-size mask.
+# 3. **Skip the row maximum when it cannot matter.** The maximum is subtracted only so that
+#    `exp` cannot overflow. By Cauchy–Schwarz $|q_i \cdot k_j| \le \lVert q_i\rVert\,\lVert k_j\rVert$,
+#    a bound that costs `O(T·d)`; when it is below 40 (float32; 300 for float64) we take `exp`
+#    of the raw scores. Otherwise, and whenever a float mask is added, we subtract the row
+#    maximum first.
+# 4. **Normalise the output, not the weights.** With $E = \exp(S)$ and row sums
+#    $z = E\,\mathbf 1$ (a matrix–vector product through BLAS), $O = \operatorname{diag}(1/z)\,E V$:
+#    dividing the `(T, d)` output is cheaper than dividing the `(T, T)` weights. A row whose
+#    keys are all masked has $z = 0$; its $1/z$ is set to 0, so it outputs 0 and passes no gradient.
+# 5. **Skip what the causal mask hides.** For long causal sequences the queries go in blocks
+#    of 64 rows; block `[r0, r1)` sees only keys `< r1 + offset`, so its scores, `exp` and
+#    `E V` product use only that prefix. The fully masked upper-right part of $S$ is never computed.
+#
+# **Backward.** With $G = \partial L/\partial O$ and $P = E/z$, the softmax rule gives
+# $\partial L/\partial S = P \odot (G V^\top - \delta)$ where $\delta_i = \sum_j P_{ij}(GV^\top)_{ij}
+# = G_i \cdot O_i$, a row-wise dot product of two `(T, d)` arrays instead of a pass over `(T, T)`.
+# Then $\partial L/\partial Q = s\,(\partial L/\partial S)\,K$, $\partial L/\partial K =
+# (\partial L/\partial S)^\top (sQ)$ and $\partial L/\partial V = P^\top G$. A float mask that
+# requires a gradient receives $\partial L/\partial S$.
+#
+# `blocked_qkv_attention` replaces module 09's `fused_qkv_attention`: from the packed
+# `(B, T, 3C)` projection it takes strided views of the heads, rotates q and k (RoPE), runs
+# the kernel writing straight into the merged `(B, T, C)` output, and its backward writes
+# $dQ$, $dK$, $dV$ (rotated back) into the three slices of one `(B, T, 3C)` gradient.
 
 # %%
 #| export
-ATTENTION_KERNELS = {}
+from tinytorch.core.tensor import get_rng, grad_mode
+from tinytorch.core.attention import KVCache, check_qkv, split_mask
+from tinytorch.core.embeddings import rotate_pairs
+
+_FUTURE_MASKS = {}
+_BLOCK_ROWS = 64          # query rows per block when causal blocks are skipped
+_MIN_BLOCKED_LEN = 128    # shorter query sequences are processed in one block
+_EXP_SAFE = {np.dtype(np.float32): 40.0, np.dtype(np.float64): 300.0}
+
+
+def _future_mask(tq, tk, offset):
+    "Cached read-only boolean (tq, tk) array, True where key j lies in the future of query i (j > i + offset)."
+    key = (tq, tk, offset)
+    m = _FUTURE_MASKS.get(key)
+    if m is None:
+        if len(_FUTURE_MASKS) >= 64 or sum(a.nbytes for a in _FUTURE_MASKS.values()) > 32 << 20:
+            _FUTURE_MASKS.clear()                 # bounded
+        m = _FUTURE_MASKS[key] = np.triu(np.ones((tq, tk), dtype=bool), k=offset + 1)
+        m.flags.writeable = False
+    return m
+
+
+def _blocks(tq, tk, causal_offset):
+    "(row start, row end, key end) per query block; several blocks only for long causal attention."
+    if causal_offset is None or causal_offset < 0 or tq < _MIN_BLOCKED_LEN:
+        return [(0, tq, tk)]
+    return [(r0, min(r0 + _BLOCK_ROWS, tq), min(tk, min(r0 + _BLOCK_ROWS, tq) + causal_offset))
+            for r0 in range(0, tq, _BLOCK_ROWS)]
+
+
+def _rows(m, r0, r1, kend):
+    "The part of a broadcastable (..., T_q | 1, T_k | 1) mask covering query rows r0:r1 and keys :kend."
+    return m[..., slice(r0, r1) if m.shape[-2] != 1 else slice(None), slice(0, kend) if m.shape[-1] != 1 else slice(None)]
+
+
+def _scores_are_small(qs, k):
+    "True if Cauchy-Schwarz proves |q_i . k_j| below the dtype's safe exp range for every score."
+    limit = _EXP_SAFE.get(qs.dtype, 40.0)
+    q2 = np.einsum("...i,...i->...", qs, qs).max(axis=-1)
+    k2 = np.einsum("...i,...i->...", k, k).max(axis=-1)
+    return bool((q2 * k2).max() < limit * limit)
+
+
+def _exp_rows_(s, shift):
+    "In place s <- exp(s) (minus each row's max first if `shift`); returns (s, 1/row sums) with 1/0 -> 0."
+    if shift:
+        m = s.max(axis=-1, keepdims=True)
+        m[np.isneginf(m)] = 0.0                                   # fully masked rows: keep them at exp(-inf) = 0
+        s -= m
+    np.exp(s, out=s)
+    z = np.matmul(s, np.ones(s.shape[-1], dtype=s.dtype))[..., None]      # row sums through BLAS
+    rz = np.zeros_like(z)
+    np.divide(1.0, z, out=rz, where=z > 0)
+    return s, rz
+
+
+def _attention_forward(qs, k, v, out, add=None, blocked=None, causal_offset=None, dropout_p=0.0):
+    "O = softmax(qs kᵀ + mask) v written into `out`; returns [(r0, r1, kend, E, 1/z, dropout mask)] per block."
+    tq, tk = qs.shape[-2], k.shape[-2]
+    shift = add is not None or not _scores_are_small(qs, k)
+    kT = np.swapaxes(k, -1, -2)
+    saved = []
+    for r0, r1, kend in _blocks(tq, tk, causal_offset):
+        s = np.matmul(qs[..., r0:r1, :], kT[..., :kend])
+        if add is not None: s += _rows(add, r0, r1, kend)
+        if blocked is not None: np.copyto(s, -np.inf, where=_rows(blocked, r0, r1, kend))
+        if causal_offset is not None:
+            c0 = max(0, min(kend, r0 + causal_offset + 1))        # keys before c0 are visible to every row here
+            if c0 < kend: np.copyto(s[..., c0:], -np.inf, where=_future_mask(tq, tk, causal_offset)[r0:r1, c0:kend])
+        e, rz = _exp_rows_(s, shift)
+        drop = None
+        if dropout_p > 0.0:
+            drop = (get_rng().random(e.shape, dtype=np.float32) >= dropout_p).astype(e.dtype)
+            if dropout_p < 1.0: drop *= 1.0 / (1.0 - dropout_p)
+        o = out[..., r0:r1, :]
+        np.matmul(e if drop is None else e * drop, v[..., :kend, :], out=o)
+        o *= rz
+        saved.append((r0, r1, kend, e, rz, drop))
+    return saved
+
+
+def _attention_backward(g, qs, k, v, out, saved, scale, dq, dk, dv, dmask=None):
+    "Write dL/dq, dL/dk, dL/dv (and dL/dscores into dmask) for O = attention(qs/scale, k, v), given g = dL/dO."
+    delta = np.einsum("...i,...i->...", g, out)[..., None]            # rowsum(dP ⊙ P) = rowsum(G ⊙ O)
+    vT = np.swapaxes(v, -1, -2)
+    single = len(saved) == 1
+    if not single:
+        dk[...] = 0.0
+        dv[...] = 0.0
+    for r0, r1, kend, e, rz, drop in saved:
+        gb = g[..., r0:r1, :] * rz                                     # G' = G / z
+        ed = e if drop is None else e * drop
+        if single: np.matmul(np.swapaxes(ed, -1, -2), gb, out=dv)
+        else: dv[..., :kend, :] += np.matmul(np.swapaxes(ed, -1, -2), gb)
+        ds = np.matmul(gb, vT[..., :kend])
+        if drop is not None: ds *= drop
+        ds -= delta[..., r0:r1, :] * rz
+        ds *= e
+        if dmask is not None: dmask[..., r0:r1, :kend] = ds
+        dq_rows = dq[..., r0:r1, :]
+        np.matmul(ds, k[..., :kend, :], out=dq_rows)
+        dq_rows *= scale
+        if single: np.matmul(np.swapaxes(ds, -1, -2), qs, out=dk)
+        else: dk[..., :kend, :] += np.matmul(np.swapaxes(ds, -1, -2), qs[..., r0:r1, :])
+
+
+def _mask_arrays(mask, scores_shape, dtype, who):
+    "module 09's split_mask as (additive array or None, blocked array or None, mask tensor needing grad or None)."
+    bias, blocked = split_mask(mask, scores_shape, dtype, who)
+    if isinstance(bias, Tensor): return bias.data, blocked, bias
+    return bias, blocked, None
+
+
+def blocked_sdpa(q, k, v, mask=None, is_causal=False, dropout_p=0.0, scale=None):
+    "module 09's scaled_dot_product_attention as one op 'scaled_dot_product_attention'."
+    who = "scaled_dot_product_attention"
+    check_qkv(q, k, v, who)
+    if not 0.0 <= dropout_p <= 1.0: raise ValueError(f"{who}: dropout_p must be in [0, 1], got {dropout_p}")
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    add, blocked, mask_t = _mask_arrays(mask, q.shape[:-1] + (k.shape[-2],), q.dtype, who)
+    qs = q.data * scale
+    out = np.empty(q.shape[:-1] + v.shape[-1:], dtype=q.dtype)
+    saved = _attention_forward(qs, k.data, v.data, out, add, blocked, 0 if is_causal else None, dropout_p)
+    inputs = (q, k, v) if mask_t is None else (q, k, v, mask_t)
+    return record(who, out, inputs, (qs, k.data, v.data, out, saved, scale, mask_t is not None))
+
+
+@derivative("scaled_dot_product_attention")
+def _blocked_sdpa_backward(g, qs, k, v, out, saved, scale, mask_grad):
+    g = np.ascontiguousarray(g)
+    dq, dk, dv = np.empty(qs.shape, qs.dtype), np.empty(k.shape, k.dtype), np.empty(v.shape, v.dtype)
+    dmask = np.zeros(out.shape[:-1] + (k.shape[-2],), dtype=qs.dtype) if mask_grad else None
+    _attention_backward(g, qs, k, v, out, saved, scale, dq, dk, dv, dmask)
+    return (dq, dk, dv) if dmask is None else (dq, dk, dv, dmask)
+
+
+def _heads(a, num_heads):
+    "Views (B, H, T, d_h) of q, k, v inside a packed (B, T, 3C) array."
+    b, t, c3 = a.shape
+    a = a.reshape(b, t, 3, num_heads, c3 // (3 * num_heads))
+    return tuple(a[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+
+
+def blocked_qkv_attention(qkv, num_heads, causal=True, mask=None, rope_cos=None, rope_sin=None, dropout_p=0.0,
+                          kv_cache=None, scale=None):
+    "module 09's fused_qkv_attention as one op 'fused_qkv_attention': heads are views, the output is merged in place."
+    who = "fused_qkv_attention"
+    if qkv.ndim != 3 or qkv.shape[-1] % (3 * num_heads):
+        raise ValueError(f"{who}: expected packed q|k|v of shape (B, T, 3C) with C divisible by num_heads={num_heads}, "
+                         f"got {qkv.shape}")
+    if qkv.dtype.kind != "f": raise TypeError(f"{who}: expected a floating-point tensor, got dtype {qkv.dtype}")
+    b, t, c3 = qkv.shape
+    c, hd = c3 // 3, c3 // (3 * num_heads)
+    scale = 1.0 / math.sqrt(hd) if scale is None else float(scale)
+    q, k, v = _heads(qkv.data, num_heads)
+    rope = rope_cos is not None
+    if rope:
+        rope_cos, rope_sin = rope_cos.astype(q.dtype, copy=False), rope_sin.astype(q.dtype, copy=False)
+        qs = rotate_pairs(q, rope_cos, rope_sin)
+        qs *= scale
+        k = rotate_pairs(k, rope_cos, rope_sin)
+    else:
+        qs = q * scale
+    offset = 0
+    if kv_cache is not None:
+        if grad_mode.enabled and qkv.requires_grad:
+            raise RuntimeError(f"{who}: attention with a KV cache is for inference; call it under no_grad()")
+        offset = kv_cache.length
+        k, v = kv_cache.append(k, v)
+    add, blocked, mask_t = _mask_arrays(mask, (b, num_heads, t, k.shape[-2]), qkv.dtype, who)
+    out = np.empty((b, t, c), dtype=qkv.dtype)
+    o4 = out.reshape(b, t, num_heads, hd).transpose(0, 2, 1, 3)        # heads merged for free
+    saved = _attention_forward(qs, k, v, o4, add, blocked, offset if causal else None, dropout_p)
+    inputs = (qkv,) if mask_t is None else (qkv, mask_t)
+    return record(who, out, inputs, (qs, k, v, o4, saved, scale, num_heads, rope_cos, rope_sin, mask_t is not None))
+
+
+@derivative("fused_qkv_attention")
+def _blocked_qkv_attention_backward(g, qs, k, v, o4, saved, scale, num_heads, cos, sin, mask_grad):
+    b, h, t, hd = qs.shape
+    g4 = np.ascontiguousarray(g).reshape(b, t, h, hd).transpose(0, 2, 1, 3)
+    dqkv = np.empty((b, t, 3 * h * hd), dtype=qs.dtype)
+    dq, dk, dv = _heads(dqkv, h)
+    dmask = np.zeros((b, h, t, k.shape[-2]), dtype=qs.dtype) if mask_grad else None
+    if cos is None:
+        _attention_backward(g4, qs, k, v, o4, saved, scale, dq, dk, dv, dmask)
+    else:                                                          # gradients of the rotated q, k, then un-rotate
+        dq_rot, dk_rot = np.empty(qs.shape, qs.dtype), np.empty(k.shape, k.dtype)
+        _attention_backward(g4, qs, k, v, o4, saved, scale, dq_rot, dk_rot, dv, dmask)
+        rotate_pairs(dq_rot, cos, sin, inverse=True, out=dq)
+        rotate_pairs(dk_rot, cos, sin, inverse=True, out=dk)
+    return (dqkv,) if dmask is None else (dqkv, dmask)
+
+
+ATTENTION_KERNELS = {"scaled_dot_product_attention": blocked_sdpa, "fused_qkv_attention": blocked_qkv_attention}
+
+# %% [markdown]
+# Both kernels equal their textbook twins (`fn.textbook`, module 09's code, run with every
+# kernel switched off): the output and the gradients of q, k, v (or of the packed qkv) and of
+# a float mask, with and without the causal mask, boolean and float masks, fully masked rows,
+# dropout, the long blocked path, RoPE and the KV cache.
+
+# %%
+import pytest
+import tinytorch.core.attention as _attention
+from tinytorch.core.tensor import manual_seed
+from tinytorch.core.autograd import no_grad
+
+def _att_run(fn, arrays, dtype, call, textbook_mode):
+    ts = [Tensor(a.astype(dtype), dtype=dtype, requires_grad=True) for a in arrays]
+    manual_seed(3)                                                   # the same dropout draw for both
+    with (textbook() if textbook_mode else contextlib.nullcontext()):
+        out = call(fn, *ts)
+    out.backward(np.random.default_rng(7).standard_normal(out.shape).astype(dtype))
+    return [out.data] + [t.grad.data for t in ts]
+
+def _assert_attention_twins(op, arrays, call, rtol32=2e-5):
+    kernel, twin = ATTENTION_KERNELS[op], getattr(_attention, op).textbook
+    for dtype, rtol in ((np.float64, 1e-10), (np.float32, rtol32)):
+        fast, slow = _att_run(kernel, arrays, dtype, call, False), _att_run(twin, arrays, dtype, call, True)
+        for i, (a, b) in enumerate(zip(fast, slow)):
+            assert a.dtype == b.dtype == dtype and a.shape == b.shape, (op, i)
+            err = np.abs(a - b).max() / max(np.abs(b).max(), 1e-30)
+            assert err <= rtol, f"{op} {np.dtype(dtype).name}: {'value' if i == 0 else f'gradient {i}'} differs by {err:.2e} relative"
+    ts = [Tensor(a, dtype=np.float64, requires_grad=True) for a in arrays]
+    was = enabled()
+    try:
+        register_kernel(op, kernel)
+        assert call(getattr(_attention, op), *ts).grad_fn == op          # registration on
+        register_kernel(op, None)
+        assert call(getattr(_attention, op), *ts).grad_fn != op          # off: the textbook runs
+    finally:
+        (enable if was else disable)()
+
+def _qkv(*shapes, seed=0, scale=1.0):
+    rng = np.random.default_rng(seed)
+    return [scale * rng.standard_normal(s) for s in shapes]
+
+_DEAD = np.random.default_rng(1).random((6, 9)) > 0.3
+_DEAD[2] = False                                                     # a row that may read nothing
+
+@pytest.mark.parametrize("shapes,kw", [
+    (((2, 3, 7, 8),) * 3, dict()),
+    (((2, 3, 7, 8),) * 3, dict(is_causal=True)),
+    (((2, 5, 8), (2, 9, 8), (2, 9, 4)), dict(is_causal=True, scale=0.3)),          # T_q != T_k: top-left
+    (((2, 3, 6, 8), (2, 3, 9, 8), (2, 3, 9, 8)), dict(mask=_DEAD)),
+    (((2, 3, 6, 8), (2, 3, 9, 8), (2, 3, 9, 8)), dict(mask=np.where(_DEAD, 0.0, -np.inf), is_causal=True)),
+    (((2, 2, 5, 4), (2, 2, 6, 4), (2, 2, 6, 3)), dict(dropout_p=0.4, is_causal=True)),
+    (((1, 2, 200, 16),) * 3, dict(is_causal=True)),                                # blocks of 64 query rows
+    (((1, 2, 130, 16), (1, 2, 200, 16), (1, 2, 200, 16)), dict(is_causal=True, mask=np.ones(200, bool)))])
+def test_blocked_sdpa_equals_textbook(shapes, kw):
+    _assert_attention_twins("scaled_dot_product_attention", _qkv(*shapes), lambda f, q, k, v: f(q, k, v, **kw))
+
+def test_blocked_sdpa_large_scores_and_mask_gradient_equal_textbook():
+    q, k, v = _qkv((2, 5, 8), (2, 6, 8), (2, 6, 3))
+    q[..., 0] += 30.0                                             # scores near 900: exp overflows unless shifted
+    k[..., 0] = 30.0 + 0.05 * k[..., 0]
+    assert len(_blocks(200, 200, 0)) == 4 and not _scores_are_small(q / math.sqrt(8), k)
+    _assert_attention_twins("scaled_dot_product_attention", [q, k, v], lambda f, q, k, v: f(q, k, v, is_causal=True),
+                            rtol32=1e-3)                          # float32 scores near 900 carry errors of 5e-5
+    arrays = _qkv((2, 3, 6, 8), (2, 3, 7, 8), (2, 3, 7, 8), (2, 1, 6, 7), seed=2)   # a learnable additive bias
+    _assert_attention_twins("scaled_dot_product_attention", arrays, lambda f, q, k, v, m: f(q, k, v, mask=m))
+
+def _rope_tables(t, hd, positions=None):
+    from tinytorch.core.embeddings import RotaryEmbedding
+    cos, sin = RotaryEmbedding(hd, max_seq_len=256).tables(t, positions, np.float64)
+    return (cos, sin) if positions is None else (cos[:, None], sin[:, None])
+
+@pytest.mark.parametrize("case", ["causal", "rope", "rope_positions_mask", "bool_mask", "long"])
+def test_blocked_qkv_attention_equals_textbook(case):
+    t = 200 if case == "long" else 9
+    qkv = _qkv((2, t, 48), seed=4)
+    cos, sin = _rope_tables(t, 4, np.array([np.arange(t), np.arange(t) + 5]) if case == "rope_positions_mask" else None)
+    if case == "causal": call = lambda f, a: f(a, 4)
+    elif case in ("rope", "long"): call = lambda f, a: f(a, 4, rope_cos=cos, rope_sin=sin)
+    elif case == "bool_mask": call = lambda f, a: f(a, 4, causal=False, mask=_qkv((2, 1, 1, t))[0] > -0.5, dropout_p=0.2)
+    else:
+        qkv.append(_qkv((2, 1, t, t), seed=5)[0])
+        call = lambda f, a, m: f(a, 4, mask=m, rope_cos=cos, rope_sin=sin)
+    _assert_attention_twins("fused_qkv_attention", qkv, call)
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_blocked_qkv_attention_kv_cache_equals_textbook(causal):
+    x = _qkv((2, 12, 48), seed=6)[0]
+    cos, sin = _rope_tables(12, 4)
+    outs, caches = [], []
+    for fn in (blocked_qkv_attention, _attention.fused_qkv_attention.textbook):
+        cache = KVCache(2, 4, 16, 4, dtype=np.float64)
+        with no_grad(), textbook():
+            outs.append(np.concatenate([fn(Tensor(x[:, a:b], dtype=np.float64), 4, causal, None, cos[a:b], sin[a:b],
+                                           0.0, cache).data for a, b in [(0, 5), (5, 6), (6, 9), (9, 10), (10, 12)]], 1))
+        caches.append(cache)
+    assert np.abs(outs[0] - outs[1]).max() <= 1e-12 * np.abs(outs[1]).max()
+    assert np.abs(caches[0].keys - caches[1].keys).max() <= 1e-15 and caches[0].length == caches[1].length == 12
 
 # %% [markdown]
 # ## LayerNorm, the GPT-2 MLP, RMSNorm and SwiGLU

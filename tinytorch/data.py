@@ -136,7 +136,9 @@ def load_text(source=DEFAULT_CORPUS):
         return text
     path = tiny_shakespeare() if source == "shakespeare" else Path(source).expanduser()
     if not path.is_file():
-        raise DataError(f"no such file: {source} (give a text file, 'shakespeare' or '{STDLIB_CORPUS}')")
+        problem = (f"{source} is a folder" if path.is_dir() else f"{source} is not a regular file" if path.exists()
+                   else f"no such file: {source}")
+        raise DataError(f"{problem} (give a text file, 'shakespeare' or '{STDLIB_CORPUS}')")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -194,8 +196,9 @@ def get_batch(data, batch_size, context_length, rng=None):
     "Random windows of `data`: inputs x and next-token targets y, both int64 of shape (batch_size, context_length)."
     # Check the sizes (DataError when the data is shorter than one window), draw the start positions with
     # rng.integers, gather all windows with one fancy index, split them into x and y.
-    if batch_size < 1 or context_length < 1:
-        raise ValueError(f"batch_size and context_length must be positive, got {batch_size} and {context_length}")
+    for name, size in (("batch_size", batch_size), ("context_length", context_length)):
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            raise ValueError(f"{name} must be a positive integer, got {size!r}")
     n = len(data)
     if n < context_length + 1:
         raise DataError(f"the data has {n:,} tokens, too few for context_length {context_length}: a training "

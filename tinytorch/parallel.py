@@ -137,7 +137,7 @@ class DataParallel:
         x, y = np.asarray(x), np.asarray(y)
         n = len(x)
         k = min(self.threads, n)
-        if k == 1 or self._pool is None:
+        if k <= 1 or self._pool is None:             # one slice, or an empty batch: the loss says what is wrong
             loss = self.loss_fn(self.model, x, y)
             loss.backward(None if scale == 1.0 else np.asarray(scale, dtype=loss.dtype))
             return float(loss.item())

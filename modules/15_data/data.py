@@ -169,7 +169,9 @@ def load_text(source=DEFAULT_CORPUS):
         return text
     path = tiny_shakespeare() if source == "shakespeare" else Path(source).expanduser()
     if not path.is_file():
-        raise DataError(f"no such file: {source} (give a text file, 'shakespeare' or '{STDLIB_CORPUS}')")
+        problem = (f"{source} is a folder" if path.is_dir() else f"{source} is not a regular file" if path.exists()
+                   else f"no such file: {source}")
+        raise DataError(f"{problem} (give a text file, 'shakespeare' or '{STDLIB_CORPUS}')")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -255,8 +257,9 @@ def get_batch(data, batch_size, context_length, rng=None):
     # Check the sizes (DataError when the data is shorter than one window), draw the start positions with
     # rng.integers, gather all windows with one fancy index, split them into x and y.
     ### BEGIN SOLUTION
-    if batch_size < 1 or context_length < 1:
-        raise ValueError(f"batch_size and context_length must be positive, got {batch_size} and {context_length}")
+    for name, size in (("batch_size", batch_size), ("context_length", context_length)):
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            raise ValueError(f"{name} must be a positive integer, got {size!r}")
     n = len(data)
     if n < context_length + 1:
         raise DataError(f"the data has {n:,} tokens, too few for context_length {context_length}: a training "
@@ -276,6 +279,9 @@ def test_get_batch_windows_and_targets():
     assert x.shape == y.shape == (16, 8) and x.dtype == y.dtype == np.int64
     assert np.array_equal(y, x + 1) and np.array_equal(x - x[:, :1], np.broadcast_to(np.arange(8), (16, 8)))
     assert x.min() >= 0 and y.max() <= 99
+    for bad in (0, 2.5, True, "4"):
+        with pytest.raises(ValueError, match=f"batch_size must be a positive integer, got {bad!r}"):
+            get_batch(data, bad, 8)
     x2, _ = get_batch(data, 16, 8, np.random.default_rng(0))
     assert np.array_equal(x, x2)                                         # the rng alone decides the batch
 
@@ -289,7 +295,7 @@ def test_get_batch_reaches_both_ends():
 def test_get_batch_too_small():
     with pytest.raises(DataError, match=r"the data has 8 tokens, too few for context_length 8: a training window needs 9"):
         get_batch(np.arange(8), 2, 8, np.random.default_rng(0))
-    with pytest.raises(ValueError, match="must be positive"):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
         get_batch(np.arange(8), 0, 2, np.random.default_rng(0))
 
 def test_prepare_and_load_data(tmp_path):
@@ -312,6 +318,10 @@ def test_load_text_errors(tmp_path):
         load_text(tmp_path / "empty.txt")
     with pytest.raises(DataError, match="no such file"):
         load_text(tmp_path / "missing.txt")
+    with pytest.raises(DataError, match="is a folder"):
+        load_text(tmp_path)
+    with pytest.raises(DataError, match="is not a regular file"):
+        load_text(os.devnull)
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(DataError, match="not UTF-8"):
         load_text(tmp_path / "bin.txt")

@@ -14,7 +14,7 @@
 # # 18 Acceleration
 # > Fused kernels with hand-written backward passes, each equal to its textbook twin, switched on by one call.
 #
-# The textbook functions of modules 01-16 build every idea from earlier ops, and autograd
+# The textbook functions of modules 01-17 build every idea from earlier ops, and autograd
 # derives their backward passes. That is the clearest way to write them and a slow way to
 # run them: a LayerNorm written with `mean`, `-`, `*` and `sqrt` is a dozen graph nodes,
 # each allocating its own temporary arrays, and its backward pass walks all of them again.
@@ -40,53 +40,10 @@ from tinytorch.core.tensor import Tensor, record, register_kernel, KERNELS, as_t
 from tinytorch.core.autograd import derivative
 
 # %% [markdown]
-# Every kernel is tested with `_assert_twins(kernel, twin, arrays, call, name)`: the kernel and
-# its textbook twin (`fn.textbook`) are called as `call(fn, *leaves)` on the same leaf tensors,
-# in float64 and float32, and must agree in value and in the gradient of every leaf. Then the
-# package function is called with the kernel registered under `name` (its op must show in
-# `grad_fn`) and unregistered (the textbook code runs).
-
-# %%
-import importlib
-import pytest
-
-def _leaves(arrays, dtype):
-    return [None if a is None else Tensor(a.astype(dtype), dtype=dtype, requires_grad=True) for a in arrays]
-
-def _value_and_grads(fn, arrays, dtype, call):
-    ts = _leaves(arrays, dtype)
-    out = call(fn, *ts)
-    out.backward(np.random.default_rng(7).standard_normal(out.shape).astype(dtype))
-    return [out.data] + [t.grad.data for t in ts if t is not None]
-
-def _assert_twins(kernel, twin, arrays, call, name, recorded=None):
-    recorded = recorded or name
-    for dtype, rtol in ((np.float64, 1e-10), (np.float32, 2e-5)):
-        fast, slow = _value_and_grads(kernel, arrays, dtype, call), _value_and_grads(twin, arrays, dtype, call)
-        for i, (a, b) in enumerate(zip(fast, slow)):
-            assert a.dtype == b.dtype == dtype and a.shape == b.shape, (name, i)
-            err = np.abs(a - b).max() / np.abs(b).max()
-            assert err <= rtol, f"{name} {np.dtype(dtype).name}: {'value' if i == 0 else f'gradient {i}'} differs by {err:.2e} relative"
-    ts = _leaves(arrays, np.float64)
-    package = getattr(importlib.import_module(twin.__module__), twin.__name__)
-    was = enabled()
-    try:
-        register_kernel(name, kernel)
-        assert call(package, *ts).grad_fn == recorded          # registration on: the kernel's op
-        register_kernel(name, None)
-        assert call(package, *ts).grad_fn != recorded          # off: the textbook code
-    finally:
-        (enable if was else disable)()
-
-def _r(*shape, seed, scale=1.0, offset=0.0):
-    return np.random.default_rng(seed).standard_normal(shape) * scale + offset
-
-# %% [markdown]
-# ## Scalar ops and in-place updates
-
-# %%
-#| export
-SCALAR_KERNELS = {}
+# Every kernel is tested in `tests/test_18_acceleration.py`: the kernel and its textbook twin
+# (`fn.textbook`) run on the same leaf tensors, in float64 and float32, and must agree in value and
+# in the gradient of every leaf; then the package function runs with the kernel registered (its op
+# shows in `grad_fn`) and unregistered (the textbook code runs).
 
 # %% [markdown]
 # ## Softmax, GELU, linear layers and cross-entropy
@@ -325,65 +282,249 @@ ELEMENTWISE_KERNELS = {"gelu": fused_gelu, "silu": fused_silu, "softmax": fused_
                        "log_softmax": fused_log_softmax, "linear": fused_linear, "cross_entropy": fused_cross_entropy}
 
 # %% [markdown]
-# Each kernel equals its twin in values and every gradient (`_assert_twins`, above), and
-# raises the same errors.
-
-# %%
-import tinytorch.core.activations as _act
-import tinytorch.core.layers as _layers
-import tinytorch.core.losses as _losses
-
-@pytest.mark.parametrize("approximate", ["none", "tanh"])
-def test_fused_gelu_equals_textbook(approximate):
-    _assert_twins(fused_gelu, _act.gelu.textbook, [_r(3, 5, 7, seed=20, scale=3.0)],
-                  lambda f, x: f(x, approximate=approximate), "gelu", "gelu_tanh" if approximate == "tanh" else "gelu")
-
-def test_fused_silu_equals_textbook():
-    _assert_twins(fused_silu, _act.silu.textbook, [_r(3, 5, 7, seed=21, scale=4.0)], lambda f, x: f(x), "silu")
-
-@pytest.mark.parametrize("axis", [-1, 0, 1])
-@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
-def test_fused_softmax_equals_textbook(name, axis):
-    kernel = {"softmax": fused_softmax, "log_softmax": fused_log_softmax}[name]
-    _assert_twins(kernel, getattr(_act, name).textbook, [_r(3, 4, 9, seed=22, scale=5.0)],
-                  lambda f, x: f(x, dim=axis), name)
-
-@pytest.mark.parametrize("bias", [True, False])
-def test_fused_linear_equals_textbook(bias):
-    arrays = [_r(2, 7, 12, seed=23, scale=2.0), _r(20, 12, seed=24, scale=0.5), _r(20, seed=25) if bias else None]
-    _assert_twins(fused_linear, _layers.linear.textbook, arrays, lambda f, x, w, b: f(x, w, b), "linear")
-
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
-@pytest.mark.parametrize("ignored", [0, 3])
-def test_fused_cross_entropy_equals_textbook(reduction, label_smoothing, ignored):
-    t = np.random.default_rng(26).integers(0, 11, size=(3, 5))
-    t.reshape(-1)[:ignored] = -100
-    _assert_twins(fused_cross_entropy, _losses.cross_entropy.textbook, [_r(3, 5, 11, seed=27, scale=3.0)],
-                  lambda f, x: f(x, t, reduction=reduction, label_smoothing=label_smoothing), "cross_entropy")
-
-def test_fused_elementwise_kernels_raise_the_textbook_errors():
-    x, w = Tensor(np.ones((2, 3))), Tensor(np.ones((4, 5)))
-    cases = [(fused_gelu, _act.gelu.textbook, (x, "exact")), (fused_gelu, _act.gelu.textbook, (Tensor([1, 2]),)),
-             (fused_silu, _act.silu.textbook, (np.ones(2),)), (fused_softmax, _act.softmax.textbook, (x, 2)),
-             (fused_log_softmax, _act.log_softmax.textbook, (x, -3)), (fused_linear, _layers.linear.textbook, (x, w)),
-             (fused_linear, _layers.linear.textbook, (Tensor(np.ones((2, 5), dtype=np.int64)), w)),
-             (fused_cross_entropy, _losses.cross_entropy.textbook, (x, np.array([0, 3]))),
-             (fused_cross_entropy, _losses.cross_entropy.textbook, (x, np.zeros(2), -100, "avg"))]
-    for kernel, twin, args in cases:
-        with pytest.raises(Exception) as fast: kernel(*args)
-        with pytest.raises(Exception) as slow: twin(*args)
-        assert type(fast.value) is type(slow.value) and str(fast.value) == str(slow.value), (kernel.__name__, args)
-    with pytest.warns(RuntimeWarning, match="every target equals ignore_index"):
-        assert np.isnan(fused_cross_entropy(x, np.full(2, -100)).item())
-
+# `tests/test_18_acceleration.py` checks each kernel against its twin in values and every gradient,
+# and that both raise the same errors.
 
 # %% [markdown]
 # ## Attention
+#
+# Module 10's `scaled_dot_product_attention` is six graph ops (matmul, scale, mask, softmax,
+# dropout, matmul), and each allocates a $T_q \times T_k$ array per head that its backward pass
+# reads again. `blocked_sdpa` computes the same function as one op whose forward makes two or
+# three passes over the scores and whose backward is written out:
+#
+# 1. **Fold the scale into the queries.** `(q · s) Kᵀ` costs `T_q·d` multiplications,
+#    `(q Kᵀ) · s` costs `T_q·T_k`.
+# 2. **Mask in place** with `np.copyto(scores, -inf, where=blocked)`, which broadcasts a
+#    `(T_q, T_k)` boolean matrix over all heads without building a full-size mask.
+# 3. **Skip the row maximum when it cannot matter.** The maximum is subtracted only so that
+#    `exp` cannot overflow. By Cauchy–Schwarz $|q_i \cdot k_j| \le \lVert q_i\rVert\,\lVert k_j\rVert$,
+#    a bound that costs `O(T·d)`; when it is below 40 (float32; 300 for float64) we take `exp`
+#    of the raw scores. Otherwise, and whenever a float mask is added, we subtract the row
+#    maximum first.
+# 4. **Normalise the output, not the weights.** With $E = \exp(S)$ and row sums
+#    $z = E\,\mathbf 1$ (a matrix–vector product through BLAS), $O = \operatorname{diag}(1/z)\,E V$:
+#    dividing the `(T, d)` output is cheaper than dividing the `(T, T)` weights. A row whose
+#    keys are all masked has $z = 0$; its $1/z$ is set to 0, so it outputs 0 and passes no gradient.
+# 5. **Skip what the causal mask hides.** For long causal sequences the queries go in blocks
+#    of 64 rows; block `[r0, r1)` sees only keys `< r1 + offset`, so its scores, `exp` and
+#    `E V` product use only that prefix. The fully masked upper-right part of $S$ is never computed.
+#
+# **Backward.** With $G = \partial L/\partial O$ and $P = E/z$, the softmax rule gives
+# $\partial L/\partial S = P \odot (G V^\top - \delta)$ where $\delta_i = \sum_j P_{ij}(GV^\top)_{ij}
+# = G_i \cdot O_i$, a row-wise dot product of two `(T, d)` arrays instead of a pass over `(T, T)`.
+# Then $\partial L/\partial Q = s\,(\partial L/\partial S)\,K$, $\partial L/\partial K =
+# (\partial L/\partial S)^\top (sQ)$ and $\partial L/\partial V = P^\top G$. A float mask that
+# requires a gradient receives $\partial L/\partial S$.
+#
+# `blocked_qkv_attention` replaces module 10's `fused_qkv_attention`: from the packed
+# `(B, T, 3C)` projection it takes strided views of the heads, rotates q and k (RoPE), runs
+# the kernel writing straight into the merged `(B, T, C)` output, and its backward writes
+# $dQ$, $dK$, $dV$ (rotated back) into the three slices of one `(B, T, 3C)` gradient.
 
 # %%
 #| export
-ATTENTION_KERNELS = {}
+from tinytorch.core.tensor import get_rng, grad_mode
+from tinytorch.core.attention import KVCache, check_qkv, split_mask
+from tinytorch.core.embeddings import rotate_pairs
+
+_FUTURE_MASKS = {}
+_BLOCK_ROWS = 64          # query rows per block when causal blocks are skipped
+_MIN_BLOCKED_LEN = 128    # shorter query sequences are processed in one block
+_EXP_SAFE = {np.dtype(np.float32): 40.0, np.dtype(np.float64): 300.0}
+
+
+def _future_mask(tq, tk, offset):
+    "Cached read-only boolean (tq, tk) array, True where key j lies in the future of query i (j > i + offset)."
+    key = (tq, tk, offset)
+    m = _FUTURE_MASKS.get(key)
+    if m is None:
+        if len(_FUTURE_MASKS) >= 64 or sum(a.nbytes for a in _FUTURE_MASKS.values()) > 32 << 20:
+            _FUTURE_MASKS.clear()                 # bounded
+        m = _FUTURE_MASKS[key] = np.triu(np.ones((tq, tk), dtype=bool), k=offset + 1)
+        m.flags.writeable = False
+    return m
+
+
+def _blocks(tq, tk, causal_offset):
+    "(row start, row end, key end) per query block; several blocks only for long causal attention."
+    if causal_offset is None or causal_offset < 0 or tq < _MIN_BLOCKED_LEN:
+        return [(0, tq, tk)]
+    return [(r0, min(r0 + _BLOCK_ROWS, tq), min(tk, min(r0 + _BLOCK_ROWS, tq) + causal_offset))
+            for r0 in range(0, tq, _BLOCK_ROWS)]
+
+
+def _rows(m, r0, r1, kend):
+    "The part of a broadcastable (..., T_q | 1, T_k | 1) mask covering query rows r0:r1 and keys :kend."
+    return m[..., slice(r0, r1) if m.shape[-2] != 1 else slice(None), slice(0, kend) if m.shape[-1] != 1 else slice(None)]
+
+
+def _scores_are_small(qs, k):
+    "True if Cauchy-Schwarz proves |q_i . k_j| below the dtype's safe exp range for every score."
+    limit = _EXP_SAFE.get(qs.dtype, 40.0)
+    q2 = np.einsum("...i,...i->...", qs, qs).max(axis=-1)
+    k2 = np.einsum("...i,...i->...", k, k).max(axis=-1)
+    return bool((q2 * k2).max() < limit * limit)
+
+
+def _exp_rows_(s, shift):
+    "In place s <- exp(s) (minus each row's max first if `shift`); returns (s, 1/row sums) with 1/0 -> 0."
+    if shift:
+        m = s.max(axis=-1, keepdims=True)
+        m[np.isneginf(m)] = 0.0                                   # fully masked rows: keep them at exp(-inf) = 0
+        s -= m
+    np.exp(s, out=s)
+    z = np.matmul(s, np.ones(s.shape[-1], dtype=s.dtype))[..., None]      # row sums through BLAS
+    rz = np.zeros_like(z)
+    np.divide(1.0, z, out=rz, where=z > 0)
+    return s, rz
+
+
+def _attention_forward(qs, k, v, out, add=None, blocked=None, causal_offset=None, dropout_p=0.0):
+    "O = softmax(qs kᵀ + mask) v written into `out`; returns [(r0, r1, kend, E, 1/z, dropout mask)] per block."
+    tq, tk = qs.shape[-2], k.shape[-2]
+    shift = add is not None or not _scores_are_small(qs, k)
+    kT = np.swapaxes(k, -1, -2)
+    saved = []
+    for r0, r1, kend in _blocks(tq, tk, causal_offset):
+        s = np.matmul(qs[..., r0:r1, :], kT[..., :kend])
+        if add is not None: s += _rows(add, r0, r1, kend)
+        if blocked is not None: np.copyto(s, -np.inf, where=_rows(blocked, r0, r1, kend))
+        if causal_offset is not None:
+            c0 = max(0, min(kend, r0 + causal_offset + 1))        # keys before c0 are visible to every row here
+            if c0 < kend: np.copyto(s[..., c0:], -np.inf, where=_future_mask(tq, tk, causal_offset)[r0:r1, c0:kend])
+        e, rz = _exp_rows_(s, shift)
+        drop = None
+        if dropout_p > 0.0:
+            drop = (get_rng().random(e.shape, dtype=np.float32) >= dropout_p).astype(e.dtype)
+            if dropout_p < 1.0: drop *= 1.0 / (1.0 - dropout_p)
+        o = out[..., r0:r1, :]
+        np.matmul(e if drop is None else e * drop, v[..., :kend, :], out=o)
+        o *= rz
+        saved.append((r0, r1, kend, e, rz, drop))
+    return saved
+
+
+def _attention_backward(g, qs, k, v, out, saved, scale, dq, dk, dv, dmask=None):
+    "Write dL/dq, dL/dk, dL/dv (and dL/dscores into dmask) for O = attention(qs/scale, k, v), given g = dL/dO."
+    delta = np.einsum("...i,...i->...", g, out)[..., None]            # rowsum(dP ⊙ P) = rowsum(G ⊙ O)
+    vT = np.swapaxes(v, -1, -2)
+    single = len(saved) == 1
+    if not single:
+        dk[...] = 0.0
+        dv[...] = 0.0
+    for r0, r1, kend, e, rz, drop in saved:
+        gb = g[..., r0:r1, :] * rz                                     # G' = G / z
+        ed = e if drop is None else e * drop
+        if single: np.matmul(np.swapaxes(ed, -1, -2), gb, out=dv)
+        else: dv[..., :kend, :] += np.matmul(np.swapaxes(ed, -1, -2), gb)
+        ds = np.matmul(gb, vT[..., :kend])
+        if drop is not None: ds *= drop
+        ds -= delta[..., r0:r1, :] * rz
+        ds *= e
+        if dmask is not None: dmask[..., r0:r1, :kend] = ds
+        dq_rows = dq[..., r0:r1, :]
+        np.matmul(ds, k[..., :kend, :], out=dq_rows)
+        dq_rows *= scale
+        if single: np.matmul(np.swapaxes(ds, -1, -2), qs, out=dk)
+        else: dk[..., :kend, :] += np.matmul(np.swapaxes(ds, -1, -2), qs[..., r0:r1, :])
+
+
+def _mask_arrays(mask, scores_shape, dtype, who):
+    "module 10's split_mask as (additive array or None, blocked array or None, mask tensor needing grad or None)."
+    bias, blocked = split_mask(mask, scores_shape, dtype, who)
+    if isinstance(bias, Tensor): return bias.data, blocked, bias
+    return bias, blocked, None
+
+
+def blocked_sdpa(q, k, v, mask=None, is_causal=False, dropout_p=0.0, scale=None):
+    "module 10's scaled_dot_product_attention as one op 'scaled_dot_product_attention'."
+    who = "scaled_dot_product_attention"
+    check_qkv(q, k, v, who)
+    if not 0.0 <= dropout_p <= 1.0: raise ValueError(f"{who}: dropout_p must be in [0, 1], got {dropout_p}")
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    add, blocked, mask_t = _mask_arrays(mask, q.shape[:-1] + (k.shape[-2],), q.dtype, who)
+    qs = q.data * scale
+    out = np.empty(q.shape[:-1] + v.shape[-1:], dtype=q.dtype)
+    saved = _attention_forward(qs, k.data, v.data, out, add, blocked, 0 if is_causal else None, dropout_p)
+    inputs = (q, k, v) if mask_t is None else (q, k, v, mask_t)
+    return record(who, out, inputs, (qs, k.data, v.data, out, saved, scale, mask_t is not None))
+
+
+@derivative("scaled_dot_product_attention")
+def _blocked_sdpa_backward(g, qs, k, v, out, saved, scale, mask_grad):
+    g = np.ascontiguousarray(g)
+    dq, dk, dv = np.empty(qs.shape, qs.dtype), np.empty(k.shape, k.dtype), np.empty(v.shape, v.dtype)
+    dmask = np.zeros(out.shape[:-1] + (k.shape[-2],), dtype=qs.dtype) if mask_grad else None
+    _attention_backward(g, qs, k, v, out, saved, scale, dq, dk, dv, dmask)
+    return (dq, dk, dv) if dmask is None else (dq, dk, dv, dmask)
+
+
+def _heads(a, num_heads):
+    "Views (B, H, T, d_h) of q, k, v inside a packed (B, T, 3C) array."
+    b, t, c3 = a.shape
+    a = a.reshape(b, t, 3, num_heads, c3 // (3 * num_heads))
+    return tuple(a[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+
+
+def blocked_qkv_attention(qkv, num_heads, causal=True, mask=None, rope_cos=None, rope_sin=None, dropout_p=0.0,
+                          kv_cache=None, scale=None):
+    "module 10's fused_qkv_attention as one op 'fused_qkv_attention': heads are views, the output is merged in place."
+    who = "fused_qkv_attention"
+    if qkv.ndim != 3 or qkv.shape[-1] % (3 * num_heads):
+        raise ValueError(f"{who}: expected packed q|k|v of shape (B, T, 3C) with C divisible by num_heads={num_heads}, "
+                         f"got {qkv.shape}")
+    if qkv.dtype.kind != "f": raise TypeError(f"{who}: expected a floating-point tensor, got dtype {qkv.dtype}")
+    b, t, c3 = qkv.shape
+    c, hd = c3 // 3, c3 // (3 * num_heads)
+    scale = 1.0 / math.sqrt(hd) if scale is None else float(scale)
+    q, k, v = _heads(qkv.data, num_heads)
+    rope = rope_cos is not None
+    if rope:
+        rope_cos, rope_sin = rope_cos.astype(q.dtype, copy=False), rope_sin.astype(q.dtype, copy=False)
+        qs = rotate_pairs(q, rope_cos, rope_sin)
+        qs *= scale
+        k = rotate_pairs(k, rope_cos, rope_sin)
+    else:
+        qs = q * scale
+    offset = 0
+    if kv_cache is not None:
+        if grad_mode.enabled and qkv.requires_grad:
+            raise RuntimeError(f"{who}: attention with a KV cache is for inference; call it under no_grad()")
+        offset = kv_cache.length
+        k, v = kv_cache.append(k, v)
+    add, blocked, mask_t = _mask_arrays(mask, (b, num_heads, t, k.shape[-2]), qkv.dtype, who)
+    out = np.empty((b, t, c), dtype=qkv.dtype)
+    o4 = out.reshape(b, t, num_heads, hd).transpose(0, 2, 1, 3)        # heads merged for free
+    saved = _attention_forward(qs, k, v, o4, add, blocked, offset if causal else None, dropout_p)
+    inputs = (qkv,) if mask_t is None else (qkv, mask_t)
+    return record(who, out, inputs, (qs, k, v, o4, saved, scale, num_heads, rope_cos, rope_sin, mask_t is not None))
+
+
+@derivative("fused_qkv_attention")
+def _blocked_qkv_attention_backward(g, qs, k, v, o4, saved, scale, num_heads, cos, sin, mask_grad):
+    b, h, t, hd = qs.shape
+    g4 = np.ascontiguousarray(g).reshape(b, t, h, hd).transpose(0, 2, 1, 3)
+    dqkv = np.empty((b, t, 3 * h * hd), dtype=qs.dtype)
+    dq, dk, dv = _heads(dqkv, h)
+    dmask = np.zeros((b, h, t, k.shape[-2]), dtype=qs.dtype) if mask_grad else None
+    if cos is None:
+        _attention_backward(g4, qs, k, v, o4, saved, scale, dq, dk, dv, dmask)
+    else:                                                          # gradients of the rotated q, k, then un-rotate
+        dq_rot, dk_rot = np.empty(qs.shape, qs.dtype), np.empty(k.shape, k.dtype)
+        _attention_backward(g4, qs, k, v, o4, saved, scale, dq_rot, dk_rot, dv, dmask)
+        rotate_pairs(dq_rot, cos, sin, inverse=True, out=dq)
+        rotate_pairs(dk_rot, cos, sin, inverse=True, out=dk)
+    return (dqkv,) if dmask is None else (dqkv, dmask)
+
+
+ATTENTION_KERNELS = {"scaled_dot_product_attention": blocked_sdpa, "fused_qkv_attention": blocked_qkv_attention}
+
+# %% [markdown]
+# `tests/test_18_acceleration.py` checks both kernels against their textbook twins (module 10's code,
+# run with every kernel switched off): the output and the gradients of q, k, v (or of the packed qkv)
+# and of a float mask, causal or not, boolean and float masks, fully masked rows, dropout, the long
+# blocked path, RoPE and the KV cache.
 
 # %% [markdown]
 # ## LayerNorm, the GPT-2 MLP, RMSNorm and SwiGLU
@@ -589,51 +730,9 @@ NORM_KERNELS = {"layer_norm": fused_layer_norm, "linear_gelu": fused_linear_gelu
                 "rms_norm": fused_rms_norm, "swiglu": fused_swiglu}
 
 # %% [markdown]
-# Each kernel equals its textbook twin (`fn.textbook`, the body modules 12 and 13 define):
-# values and every gradient, float64 to 1e-10 relative, float32 to float32 round-off. The
-# package function dispatches to the kernel when it is registered and to the textbook code
-# inside `textbook()`, and the recorded op shows which ran.
-
-# %%
-import tinytorch.models.transformer as _gpt
-import tinytorch.models.llama as _llama
-
-@pytest.mark.parametrize("affine", [True, False])
-@pytest.mark.parametrize("norm_shape", [(16,), (3, 16)])
-def test_fused_layer_norm_equals_textbook(affine, norm_shape):
-    arrays = [_r(2, 3, 16, seed=0, scale=3.0, offset=1.5)] + ([_r(*norm_shape, seed=1), _r(*norm_shape, seed=2)]
-                                                              if affine else [None, None])
-    call = lambda f, x, w, b: f(x, norm_shape, w, b, eps=1e-5)
-    _assert_twins(fused_layer_norm, _gpt.layer_norm.textbook, arrays, call, "layer_norm")
-
-@pytest.mark.parametrize("bias", [True, False])
-def test_fused_linear_gelu_equals_textbook(bias):
-    arrays = [_r(2, 7, 12, seed=3, scale=2.0), _r(20, 12, seed=4, scale=0.5), _r(20, seed=5) if bias else None]
-    _assert_twins(fused_linear_gelu, _gpt.linear_gelu.textbook, arrays, lambda f, x, w, b: f(x, w, b), "linear_gelu")
-
-@pytest.mark.parametrize("affine", [True, False])
-def test_fused_rms_norm_equals_textbook(affine):
-    arrays = [_r(2, 5, 24, seed=6, scale=2.0), _r(24, seed=7) if affine else None]
-    _assert_twins(fused_rms_norm, _llama.rms_norm.textbook, arrays, lambda f, x, w: f(x, 24, w, eps=1e-5), "rms_norm")
-
-def test_fused_swiglu_equals_textbook():
-    arrays = [_r(2, 5, 16, seed=8, scale=2.0), _r(48, 16, seed=9, scale=0.4), _r(16, 48, seed=10, scale=0.4),
-              _r(48, 16, seed=11, scale=0.4)]
-    _assert_twins(fused_swiglu, _llama.swiglu.textbook, arrays, lambda f, *ts: f(*ts), "swiglu")
-
-def test_fused_norms_float16_and_errors_equal_textbook():
-    x = Tensor(_r(4, 64, seed=12, scale=300.0), dtype=np.float16)
-    for kernel, twin in ((fused_layer_norm, _gpt.layer_norm.textbook), (fused_rms_norm, _llama.rms_norm.textbook)):
-        a, b = kernel(x, 64), twin(x, 64)
-        assert a.dtype == b.dtype == np.float16 and np.abs(a.data.astype(np.float32) - b.data).max() <= 2e-3
-        for bad, exc in ((Tensor(np.ones((2, 4))), ValueError), (Tensor(np.ones((2, 64), dtype=np.int64)), TypeError)):
-            with pytest.raises(exc) as fast: kernel(bad, 64)
-            with pytest.raises(exc) as slow: twin(bad, 64)
-            assert str(fast.value) == str(slow.value)
-    w = Tensor(np.ones((6, 4)))
-    with pytest.raises(ValueError) as fast: fused_swiglu(Tensor(np.ones((2, 5))), w, Tensor(np.ones((4, 6))), w)
-    with pytest.raises(ValueError) as slow: _llama.swiglu.textbook(Tensor(np.ones((2, 5))), w, Tensor(np.ones((4, 6))), w)
-    assert str(fast.value) == str(slow.value) and "swiglu: input of shape (2, 5) does not match w1" in str(fast.value)
+# `tests/test_18_acceleration.py` checks each kernel against its textbook twin (`fn.textbook`, the
+# body modules 12 and 13 define): values and every gradient, float64 to 1e-10 relative, float32 to
+# float32 round-off, with the kernel registered and not.
 
 # %% [markdown]
 # ## Switching the kernels on
@@ -644,7 +743,7 @@ def test_fused_norms_float16_and_errors_equal_textbook():
 
 # %%
 #| export
-FUSED_KERNELS = {**SCALAR_KERNELS, **ELEMENTWISE_KERNELS, **ATTENTION_KERNELS, **NORM_KERNELS}
+FUSED_KERNELS = {**ELEMENTWISE_KERNELS, **ATTENTION_KERNELS, **NORM_KERNELS}
 
 
 def enable():

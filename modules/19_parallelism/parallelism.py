@@ -262,7 +262,7 @@ class DataParallel:
         x, y = np.asarray(x), np.asarray(y)
         n = len(x)
         k = min(self.threads, n)
-        if k == 1 or self._pool is None:
+        if k <= 1 or self._pool is None:             # one slice, or an empty batch: the loss says what is wrong
             loss = self.loss_fn(self.model, x, y)
             loss.backward(None if scale == 1.0 else np.asarray(scale, dtype=loss.dtype))
             return float(loss.item())
@@ -423,6 +423,11 @@ def test_worker_exception_leaves_gradients_untouched():
     with pytest.raises(RuntimeError, match="worker failed"):
         DataParallel(model, threads=2, loss_fn=failing_loss).forward_backward(x, y)
     assert all(p.grad is None for p in model.parameters())
+
+def test_empty_batch_gets_the_losss_own_error():
+    model, x, y = _parallel_fixture()
+    with pytest.raises(ValueError, match="batch and time >= 1, got shape \(0, 8\)"):
+        DataParallel(model, threads=2).forward_backward(x[:0], y[:0])
 
 def test_data_parallel_follows_the_callers_grad_mode():
     model, x, y = _parallel_fixture()

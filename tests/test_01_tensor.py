@@ -298,6 +298,19 @@ def test_record_without_grad_keeps_nothing():
     assert out._node is None and not out.requires_grad    # no input needs grad: nothing recorded
 
 
+def test_check_record_names_what_the_rule_needs():
+    a, b = Tensor([1.0], requires_grad=True), Tensor([2.0], requires_grad=True)
+    with T.stand_in_rules():
+        T.check_record(T.record("mul", a.data * b.data, (a, b), (a.data, b.data)), "mul", (a, b), [2.0], a=a.data, b=b.data)
+        for out, message in [(T.record("mul", a.data * b.data, (a, b)), r"^mul: saved \(\); module 03's rule needs \(a, b\)$"),
+                             (T.record("mul", a.data * b.data, (b, a), (a.data, b.data)), r"operand tensor\(s\) themselves"),
+                             (T.record("mul", a.data * b.data, (a, b), (b.data, a.data)), r"saved value 0 \(a\)"),
+                             (T.record("add", a.data * b.data, (a, b)), r"recorded op 'add', expected 'mul'"),
+                             (a * 2.0 * 0.0 + 1.0, r"recorded op 'add_scalar'"), (a.data, r"returned a ndarray")]:
+            with pytest.raises(AssertionError, match=message):
+                T.check_record(out, "mul", (a, b), [2.0], a=a.data, b=b.data)
+
+
 def test_replaceable_runs_a_registered_kernel_for_package_functions_only():
     def double(x): return 2 * x
     double.__module__ = "tinytorch.example"

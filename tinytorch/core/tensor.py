@@ -180,21 +180,24 @@ def _same(x, y):
         return isinstance(x, (tuple, list)) and len(x) == len(y) and all(_same(u, v) for u, v in zip(x, y))
     return x == y
 
+def _check(ok, message):
+    if not ok: raise AssertionError(message)         # not `assert`: a check that `python -O` cannot switch off
+
 def check_record(out, op, inputs, expected, /, **saved):
     """`out` must be what `record(op, data, inputs, saved)` returned: that op name, the input tensors themselves,
     data equal to `expected`, and the saved values named as module 03's rule for `op` names them."""
-    assert isinstance(out, Tensor), f"{op}: returned a {type(out).__name__}; return the Tensor that record() makes"
+    _check(isinstance(out, Tensor), f"{op}: returned a {type(out).__name__}; return the Tensor that record() makes")
     node = out._node
-    assert node is not None, f"{op}: nothing was recorded; return record({op!r}, data, inputs, saved)"
-    assert node.op == op, f"recorded op {node.op!r}, expected {op!r}"
-    assert len(node.inputs) == len(inputs) and all(x is y for x, y in zip(node.inputs, inputs)), \
-        f"{op}: inputs must be the {len(inputs)} operand tensor(s) themselves; got {len(node.inputs)} other object(s)"
-    assert _same(out.data, np.asarray(expected)), f"{op}: data {out.data} differs from the expected {expected}"
+    _check(node is not None, f"{op}: nothing was recorded; return record({op!r}, data, inputs, saved)")
+    _check(node.op == op, f"recorded op {node.op!r}, expected {op!r}")
+    _check(len(node.inputs) == len(inputs) and all(x is y for x, y in zip(node.inputs, inputs)),
+           f"{op}: inputs must be the {len(inputs)} operand tensor(s) themselves; got {len(node.inputs)} other object(s)")
+    _check(_same(out.data, np.asarray(expected)), f"{op}: data {out.data} differs from the expected {expected}")
     want = f"({', '.join(saved)})" if saved else "nothing"
-    assert isinstance(node.saved, (tuple, list)) and len(node.saved) == len(saved), \
-        f"{op}: saved {node.saved!r}; module 03's rule needs {want}"
+    _check(isinstance(node.saved, (tuple, list)) and len(node.saved) == len(saved),
+           f"{op}: saved {node.saved!r}; module 03's rule needs {want}")
     for k, (name, value) in enumerate(saved.items()):
-        assert _same(node.saved[k], value), f"{op}: saved value {k} ({name}) is {node.saved[k]!r}, expected {value!r}"
+        _check(_same(node.saved[k], value), f"{op}: saved value {k} ({name}) is {node.saved[k]!r}, expected {value!r}")
 
 # %% ../../modules/01_tensor/tensor.py #11
 KERNELS = {}    # name -> fast kernel registered for the replaceable textbook function of that name

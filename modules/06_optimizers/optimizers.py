@@ -772,3 +772,15 @@ if __name__ == "__main__":
 #    by almost exactly `lr`, the scale invariance of Adam's normalised step.
 # 3. Plot `CosineWarmupSchedule(1e-3, 1e-4, 100, 2000)(t)` for t in range(2500): a linear ramp,
 #    half a cosine, and a flat floor after step 2000.
+
+# %% [markdown]
+# ## Run this module's tests
+#
+# The cell below runs every test of this notebook in the kernel and prints PASS, FAIL (with
+# the reason) or TODO per test; `tito module complete 6` runs them from the shell.
+
+# %%
+from tito.notebook import run_tests
+
+if __name__ == "__main__":
+    run_tests()

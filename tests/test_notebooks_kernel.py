@@ -1,8 +1,7 @@
 """Every module notebook executed top to bottom in a real Jupyter kernel (nbclient), as a
 learner runs it: the reference notebook's ``run_tests`` cells print passing summaries, and the
 learner's copy made by ``tito module start`` prints failing ones, without the ``run_tests``
-cells themselves ever raising (a demo cell of a stubbed notebook may still fail: its function
-is not written yet)."""
+cells themselves ever raising, and no cell before them stopping Jupyter's "Run All"."""
 import os
 import re
 from pathlib import Path
@@ -22,16 +21,25 @@ PROJECT = Project(ROOT)
 MODULES = PROJECT.modules()
 #: seconds one cell may take in the kernel
 CELL_TIMEOUT = 900
-#: notebooks being rewritten without run_tests cells yet: their kernel tests are expected to fail
-#: (strictly: once the cells are there, remove the entry)
-PENDING = {"15_training": "the training chapter is being split into 15 and 16; its run_tests cells come with that"}
+#: notebooks being rewritten that have no run_tests cell yet (expected to fail while they have none)
+PENDING = {"02_autograd": "its run_tests cell comes with the rewrite of modules 01-02",
+           "09_attention": "its run_tests cells come with the rewrite of module 09",
+           "15_training": "the training chapter is being split into 15 and 16; its run_tests cells come with that"}
+#: stubbed notebooks whose last demo cell raises NotImplementedError, so that Jupyter's "Run All",
+#: which stops at the first error, never reaches the run_tests cell after it. The fix: wrap the demo
+#: in ``try: ... except NotImplementedError as e: print("skipped until ...", e)``, as 06-08 and 10 do.
+STOPS_RUN_ALL = {"03_activations", "04_layers", "05_losses", "11_gpt", "15_training"}
+SUMMARY = re.compile(r"^(?P<n>\d+) tests?: (?P<passed>\d+) passed(?:, (?P<failed>\d+) failed)?"
+                     r"(?:, (?P<todo>\d+) not implemented yet)?(?:, (?P<skipped>\d+) skipped)?\.$", re.M)
 
 
 def _params():
-    return [pytest.param(m, id=m.slug, marks=[pytest.mark.xfail(reason=PENDING[m.slug], strict=True)]
-                         if m.slug in PENDING else []) for m in MODULES]
-SUMMARY = re.compile(r"^(?P<n>\d+) tests?: (?P<passed>\d+) passed(?:, (?P<failed>\d+) failed)?"
-                     r"(?:, (?P<todo>\d+) not implemented yet)?(?:, (?P<skipped>\d+) skipped)?\.$", re.M)
+    out = []
+    for m in MODULES:
+        pending = m.slug in PENDING and "run_tests(" not in m.notebook.read_text(encoding="utf-8")
+        out.append(pytest.param(m, id=m.slug, marks=[pytest.mark.xfail(reason=PENDING[m.slug], strict=True)]
+                                if pending else []))
+    return out
 
 
 def _is_run_tests_cell(cell) -> bool:
@@ -108,3 +116,10 @@ def test_learner_copy_in_a_kernel_prints_failing_summaries(mod, tmp_path):
     todo_lines = [l for i, _ in found for l in _text(nb.cells[i]).splitlines() if l.startswith("TODO  ")]
     assert todo_lines, "no test reports a stub as not implemented yet (TODO):\n\n" + \
         "\n\n".join(_show(nb, i) for i, _ in found)
+    # Jupyter's "Run All" stops at the first cell that raises: it must come after the last run_tests cell
+    raised = [i for i, cell in enumerate(nb.cells) if _errors(cell)]
+    stops = [i for i in raised if i < found[-1][0]]
+    if stops and mod.slug in STOPS_RUN_ALL:
+        pytest.xfail(f"cell {stops[0]} raises on the stubbed copy: {_errors(nb.cells[stops[0]])[0][:200]}")
+    assert not stops, (f"cell {stops[0]} raises on the stubbed copy, so Run All stops before the tests:\n"
+                       f"{nb.cells[stops[0]].source}\n{_errors(nb.cells[stops[0]])}")

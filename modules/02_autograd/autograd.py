@@ -758,18 +758,3 @@ if __name__ == "__main__":
     loss.backward()
     print("loss", loss, "\ngrad", x.grad)
     print("gradcheck:", gradcheck(lambda t: (t.tanh() * t).sum(), [x]))
-
-# %% [markdown]
-# ## Run this module's tests
-#
-# **How to test and complete.** The cell below runs every test of this notebook in the kernel
-# and prints one line per test: PASS, FAIL with the reason (for a value out of tolerance:
-# where, and by how much) or TODO for a function not written yet. From the shell,
-# `tito module test 2` runs the same tests, and `tito module complete 2` tests your
-# notebook, exports it into `tinytorch/` and runs the package tests (`tests/test_02_autograd.py`).
-
-# %%
-from tito.notebook import run_tests
-
-if __name__ == "__main__":
-    run_tests()

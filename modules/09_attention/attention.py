@@ -754,18 +754,3 @@ if __name__ == "__main__":
     x = Tensor(np.random.default_rng(0).standard_normal((2, 10, 16)))
     print(mha)
     print("output:", mha(x).shape, mha(x).dtype)
-
-# %% [markdown]
-# ## Run this module's tests
-#
-# **How to test and complete.** The cell below runs every test of this notebook in the kernel
-# and prints one line per test: PASS, FAIL with the reason (for a value out of tolerance:
-# where, and by how much) or TODO for a function not written yet. From the shell,
-# `tito module test 9` runs the same tests, and `tito module complete 9` tests your
-# notebook, exports it into `tinytorch/` and runs the package tests (`tests/test_09_attention.py`).
-
-# %%
-from tito.notebook import run_tests
-
-if __name__ == "__main__":
-    run_tests()

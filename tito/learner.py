@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .export import ExportError, _atomic_write, export, read_notebook, check_notebook
+from .export import ExportError, _atomic_write, _import_jupytext, export, read_notebook, check_notebook
 from .journal import LockBusy, transaction
 from .project import Module, Project
 from .testing import FAST, NO_TESTS, TimedOut, run_command, run_pytest
@@ -378,7 +378,7 @@ def _paired_ipynb(py: Path) -> Path:
 
 
 def _write_ipynb(py: Path) -> Path:
-    import jupytext
+    jupytext = _import_jupytext()
     nb = jupytext.read(py, fmt="py:percent")
     nb.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
     dest = _paired_ipynb(py)
@@ -392,7 +392,7 @@ def sync_paired_ipynb(project: Project, mod: Module) -> str | None:
     ipynb = _paired_ipynb(py)
     if not (py.is_file() and ipynb.is_file()) or ipynb.stat().st_mtime <= py.stat().st_mtime + 1e-3:
         return None
-    import jupytext
+    jupytext = _import_jupytext()
     nb = jupytext.read(ipynb)
     text = jupytext.writes(nb, fmt="py:percent")
     if text == py.read_text(encoding="utf-8"):

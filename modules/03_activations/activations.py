@@ -564,3 +564,15 @@ if __name__ == "__main__":
 #    inf).
 # 3. Run `gradcheck(silu, [x])` with `x` in float32 instead of float64: finite differences in
 #    float32 are too coarse, and the check fails even though the rule is right.
+
+# %% [markdown]
+# ## Run this module's tests
+#
+# The cell below runs every test of this notebook in the kernel and prints PASS, FAIL (with
+# the reason) or TODO per test; `tito module complete 3` runs them from the shell.
+
+# %%
+from tito.notebook import run_tests
+
+if __name__ == "__main__":
+    run_tests()

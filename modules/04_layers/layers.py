@@ -756,3 +756,15 @@ if __name__ == "__main__":
 # 3. Apply `Dropout(0.5)` to `ones((1000,))` in training mode and in `eval()` mode: in training
 #    about half the values are 0 and the rest 2, so the mean stays near 1; in eval the input
 #    comes back unchanged.
+
+# %% [markdown]
+# ## Run this module's tests
+#
+# The cell below runs every test of this notebook in the kernel and prints PASS, FAIL (with
+# the reason) or TODO per test; `tito module complete 4` runs them from the shell.
+
+# %%
+from tito.notebook import run_tests
+
+if __name__ == "__main__":
+    run_tests()

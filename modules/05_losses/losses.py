@@ -365,3 +365,15 @@ if __name__ == "__main__":
 #    smoothing penalises putting all the probability on one class.
 # 3. Mark half the targets with `ignore_index` and check that the mean loss equals the mean over
 #    the other half alone.
+
+# %% [markdown]
+# ## Run this module's tests
+#
+# The cell below runs every test of this notebook in the kernel and prints PASS, FAIL (with
+# the reason) or TODO per test; `tito module complete 5` runs them from the shell.
+
+# %%
+from tito.notebook import run_tests
+
+if __name__ == "__main__":
+    run_tests()

@@ -796,3 +796,15 @@ if __name__ == "__main__":
     model = GPT.from_config(GPTConfig.shakespeare_char())
     print(model.config, f"\n{model.num_parameters():,} parameters")
     print(model.generate([[0, 1, 2]], max_new_tokens=10, temperature=0.8, top_k=5, seed=0))
+
+# %% [markdown]
+# ## Run this module's tests
+#
+# The cell below runs every test of this notebook in the kernel and prints PASS, FAIL (with
+# the reason) or TODO per test; `tito module complete 11` runs them from the shell.
+
+# %%
+from tito.notebook import run_tests
+
+if __name__ == "__main__":
+    run_tests()

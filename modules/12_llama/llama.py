@@ -467,3 +467,18 @@ def test_transformer_lm_errors():
     with pytest.raises(StateDictError, match=r"missing keys: lm_head.weight \| unexpected keys: head"):
         sd = model.state_dict(); sd["head"] = sd.pop("lm_head.weight")
         transformer_lm(13, 8, 8, 2, 2, 12, 10000.0, sd, np.array([[1]]))
+
+# %% [markdown]
+# ## Run this module's tests
+#
+# **How to test and complete.** The cell below runs every test of this notebook in the kernel
+# and prints one line per test: PASS, FAIL with the reason (for a value out of tolerance:
+# where, and by how much) or TODO for a function not written yet. From the shell,
+# `tito module test 12` runs the same tests, and `tito module complete 12` tests your
+# notebook, exports it into `tinytorch/` and runs the package tests (`tests/test_12_llama.py`).
+
+# %%
+from tito.notebook import run_tests
+
+if __name__ == "__main__":
+    run_tests()

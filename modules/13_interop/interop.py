@@ -463,3 +463,18 @@ def test_folder_errors(tmp_path):
         from_pretrained("no-such-model", cache_dir=tmp_path)
     with pytest.raises(ValueError, match="width 8 is not a released GPT-2 size"):
         gpt_from_hf_state_dict(to_hf_gpt2_state_dict(_tiny_gpt()))
+
+# %% [markdown]
+# ## Run this module's tests
+#
+# **How to test and complete.** The cell below runs every test of this notebook in the kernel
+# and prints one line per test: PASS, FAIL with the reason (for a value out of tolerance:
+# where, and by how much) or TODO for a function not written yet. From the shell,
+# `tito module test 13` runs the same tests, and `tito module complete 13` tests your
+# notebook, exports it into `tinytorch/` and runs the package tests (`tests/test_13_interop.py`, `tests/test_13_pretrained.py`).
+
+# %%
+from tito.notebook import run_tests
+
+if __name__ == "__main__":
+    run_tests()

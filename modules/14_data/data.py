@@ -400,3 +400,17 @@ def test_tokenizer_round_trip_through_a_checkpoint(tmp_path):
     assert bpe2.encode(sample, allowed_special="all") == bpe.encode(sample, allowed_special="all")
     assert bpe2.vocab == bpe.vocab and bpe2.merges == bpe.merges
 
+# %% [markdown]
+# ## Run this module's tests
+#
+# **How to test and complete.** The cell below runs every test of this notebook in the kernel
+# and prints one line per test: PASS, FAIL with the reason (for a value out of tolerance:
+# where, and by how much) or TODO for a function not written yet. From the shell,
+# `tito module test 14` runs the same tests, and `tito module complete 14` tests your
+# notebook, exports it into `tinytorch/` and runs the package tests.
+
+# %%
+from tito.notebook import run_tests
+
+if __name__ == "__main__":
+    run_tests()

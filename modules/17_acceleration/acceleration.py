@@ -787,3 +787,18 @@ def test_enable_disable_and_textbook_context():
         assert not any(name in KERNELS for name in FUSED_KERNELS)
     finally:
         (enable if was else disable)()
+
+# %% [markdown]
+# ## Run this module's tests
+#
+# **How to test and complete.** The cell below runs every test of this notebook in the kernel
+# and prints one line per test: PASS, FAIL with the reason (for a value out of tolerance:
+# where, and by how much) or TODO for a function not written yet. From the shell,
+# `tito module test 17` runs the same tests, and `tito module complete 17` tests your
+# notebook, exports it into `tinytorch/` and runs the package tests.
+
+# %%
+from tito.notebook import run_tests
+
+if __name__ == "__main__":
+    run_tests()

@@ -548,10 +548,13 @@ def test_layer_forms():
 
 # %%
 if __name__ == "__main__":
-    x = Tensor(np.linspace(-3, 3, 7))
-    for layer in (ReLU(), GELU(), GELU(approximate="tanh"), SiLU()):
-        print(f"{layer!r:28}", np.round(layer(x).data, 4))
-    print("softmax:", softmax(Tensor([[1.0, 2.0, 3.0], [0.0, -np.inf, 0.0]])))
+    try:
+        x = Tensor(np.linspace(-3, 3, 7))
+        for layer in (ReLU(), GELU(), GELU(approximate="tanh"), SiLU()):
+            print(f"{layer!r:28}", np.round(layer(x).data, 4))
+        print("softmax:", softmax(Tensor([[1.0, 2.0, 3.0], [0.0, -np.inf, 0.0]])))
+    except NotImplementedError as e:
+        print("skipped until the stubs above are written:", e)
 
 # %% [markdown]
 # ## Experiments to try

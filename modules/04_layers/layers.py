@@ -741,10 +741,13 @@ def test_load_rejects_truncated_and_foreign_files(tmp_path):
 
 # %%
 if __name__ == "__main__":
-    manual_seed(0)
-    mlp = Sequential(Linear(2, 8), Linear(8, 1))
-    print(mlp)
-    print("parameters:", mlp.num_parameters())
+    try:
+        manual_seed(0)
+        mlp = Sequential(Linear(2, 8), Linear(8, 1))
+        print(mlp)
+        print("parameters:", mlp.num_parameters())
+    except NotImplementedError as e:
+        print("skipped until the stubs above are written:", e)
 
 # %% [markdown]
 # ## Experiments to try

@@ -349,11 +349,14 @@ def test_loss_objects():
 
 # %%
 if __name__ == "__main__":
-    logits = Tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]], requires_grad=True)
-    loss = cross_entropy(logits, [0, 2])
-    loss.backward()
-    print("loss", loss.item(), "(uniform guess would be ln 3 =", np.log(3), ")")
-    print("grad = (softmax - onehot) / N:\n", logits.grad)
+    try:
+        logits = Tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]], requires_grad=True)
+        loss = cross_entropy(logits, [0, 2])
+        loss.backward()
+        print("loss", loss.item(), "(uniform guess would be ln 3 =", np.log(3), ")")
+        print("grad = (softmax - onehot) / N:\n", logits.grad)
+    except NotImplementedError as e:
+        print("skipped until the stubs above are written:", e)
 
 # %% [markdown]
 # ## Experiments to try

@@ -375,6 +375,7 @@ def reference_train_bpe(text, vocab_size, special_tokens):
     return dict(enumerate(vocab)), merges
 
 
+@pytest.mark.slow  # the given train_bpe against brute force (the notebook ties it to train_bpe_simple)
 def test_train_bpe_matches_brute_force(shakespeare):
     pytest.importorskip("regex")
     text = shakespeare[:30_000] + EOT + "Ünïcödé 日本語 😀😀 numbers 12345 " * 3 + EOT + shakespeare[-10_000:]
@@ -399,6 +400,7 @@ def test_train_bpe_cs336_example():
     assert [vocab[i] for i in range(256, 262)] == [b"st", b"est", b"ow", b"low", b"west", b"ne"]
 
 
+@pytest.mark.slow  # the given train_bpe on all of Tiny Shakespeare: an integration test (about 4 s)
 def test_train_bpe_on_shakespeare(shakespeare):
     start = time.perf_counter()
     vocab, merges = train_bpe(shakespeare, 2000, [EOT])

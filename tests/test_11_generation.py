@@ -181,17 +181,18 @@ def test_memory_stays_flat_over_1000_tokens():
     try:
         size = {}
         for i, _ in enumerate(tokens, 1):
-            if i in (500, 1000):
+            if i in (500, 750, 1000):
                 gc.collect()                       # also empties the interpreter's free lists of tuples, floats
                 size[i] = tracemalloc.get_traced_memory()[0]
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert i == 1000
-    # NumPy's small-array allocation cache settles in the first few hundred tokens (about 8 KB here);
-    # a leak of a single 64-byte object per token would add 32 KB over these 500 tokens
-    growth = size[1000] - size[500]
-    assert growth < 16 * 1024, f"memory grew by {growth} bytes between token 500 and token 1000"
+    # NumPy's small-array allocation cache settles slowly (up to 19 KB between tokens 500 and 1000, but
+    # falling: 5-7 KB in the last 250); a leak of a single 64-byte object per token adds 16 KB more there
+    growth = size[1000] - size[750]
+    assert growth < 12 * 1024, (f"memory grew by {growth} bytes between token 750 and token 1000 "
+                               f"({size[750] - size[500]} between 500 and 750)")
     assert peak < 2 * 1024 * 1024, peak
 
 

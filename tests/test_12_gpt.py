@@ -256,3 +256,24 @@ def test_scaling_and_memory_tables():
     assert attention_memory_bytes(1, 1024, 12) == 48 * 2**20
     assert attention_memory_bytes(2, 10, 3, np.float64) == 2 * 3 * 100 * 8
     assert analyze_attention_memory((1024,), print_table=False)[0]["all_layers_MiB"] == 12 * 48.0
+
+
+def test_gpt_errors():
+    manual_seed(0)
+    model = GPT(vocab_size=11, embed_dim=8, num_layers=2, num_heads=2, max_seq_len=6).double()
+    with pytest.raises(ValueError, match="embed_dim 10 is not divisible by num_heads 4"):
+        GPT(vocab_size=5, embed_dim=10, num_layers=1, num_heads=4)
+    with pytest.raises(ValueError, match="token id 11 is out of range for vocab_size 11"):
+        model(np.array([[1, 11]]))
+    with pytest.raises(ValueError, match="token id -1 is out of range for vocab_size 11"):
+        model(np.array([[-1, 2]]))
+    with pytest.raises(ValueError, match="sequence length 7 exceeds max_seq_len 6"):
+        model(np.zeros((1, 7), dtype=np.int64))
+    with pytest.raises(ValueError, match=r"tokens must have shape \(batch, seq_len\).*got shape \(1, 2, 3\)"):
+        model(np.zeros((1, 2, 3), dtype=np.int64))
+    with pytest.raises(TypeError, match="tokens must be integer token ids, got dtype float32"):
+        model(Tensor([[1.0, 2.0]]))
+    with pytest.raises(ValueError, match=r"at least one sequence of at least one position; got shape \(0, 4\)"):
+        model(np.zeros((0, 4), dtype=np.int64), np.zeros((0, 4), dtype=np.int64))
+    with pytest.raises(ValueError, match=r"targets of shape \(1, 3\) do not match tokens of shape \(1, 2\)"):
+        model(np.array([[1, 2]]), targets=np.array([[1, 2, 3]]))

@@ -16,7 +16,7 @@ import numpy as np
 from .core.tensor import Tensor, record, register_kernel, KERNELS, as_tensor
 from .core.autograd import derivative
 
-# %% ../modules/18_acceleration/acceleration.py #5
+# %% ../modules/18_acceleration/acceleration.py #4
 from .core.activations import float_data, softmax_axis, check_approximate, erf_array
 from .core.layers import check_linear_input
 from .core.losses import check_cross_entropy
@@ -217,7 +217,7 @@ def _cross_entropy_backward(g, e, total, t, valid, n_valid, reduction, eps, shap
 ELEMENTWISE_KERNELS = {"gelu": fused_gelu, "silu": fused_silu, "softmax": fused_softmax,
                        "log_softmax": fused_log_softmax, "linear": fused_linear, "cross_entropy": fused_cross_entropy}
 
-# %% ../modules/18_acceleration/acceleration.py #8
+# %% ../modules/18_acceleration/acceleration.py #6
 from .core.tensor import get_rng, grad_mode
 from .core.attention import KVCache, check_qkv, split_mask
 from .core.embeddings import rotate_pairs
@@ -414,7 +414,7 @@ def _blocked_qkv_attention_backward(g, qs, k, v, o4, saved, scale, num_heads, co
 
 ATTENTION_KERNELS = {"scaled_dot_product_attention": blocked_sdpa, "fused_qkv_attention": blocked_qkv_attention}
 
-# %% ../modules/18_acceleration/acceleration.py #11
+# %% ../modules/18_acceleration/acceleration.py #8
 from .models.transformer import check_normalized_shape
 
 
@@ -583,7 +583,7 @@ def _swiglu_backward(g, x2, w1, w2, w3, a, u, sig, x_shape):
 NORM_KERNELS = {"layer_norm": fused_layer_norm, "linear_gelu": fused_linear_gelu,
                 "rms_norm": fused_rms_norm, "swiglu": fused_swiglu}
 
-# %% ../modules/18_acceleration/acceleration.py #14
+# %% ../modules/18_acceleration/acceleration.py #12
 FUSED_KERNELS = {**ELEMENTWISE_KERNELS, **ATTENTION_KERNELS, **NORM_KERNELS}
 
 

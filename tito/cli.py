@@ -288,6 +288,10 @@ def module_status():
         names = ", ".join(f"{m.label} ({m.name})" for m in mods if states[m.number] == UNCHECKED)
         out.print(f"Not counted: {names}. tinytorch/ changed since their tests last passed (for example "
                   "'tito export' after editing a workspace copy); 'tito module complete N' checks them again.")
+    from .learner import KERNELS_FILE
+    kernels = project.lib_path / KERNELS_FILE
+    if kernels.is_file():
+        out.print(f"tinytorch runs the textbook functions, not the fused kernels, as {project.rel(kernels)} says.")
     out.print(next_step(project, progress))
 
 
@@ -312,6 +316,8 @@ def module_start(
         out.print(f"Backed up your previous file to {project.rel(b)}")
     rel = project.rel(res.path)
     out.print(f"Module {m.label} ({m.name}): your copy is {rel}")
+    if res.kernels:
+        out.print(res.kernels)
     out.print(f"It has {res.blocks} place(s) to fill in: each 'raise NotImplementedError(...)' marks one.")
     if res.ipynb:
         out.print(f"Open it in Jupyter: jupyter lab {project.rel(res.ipynb)} (paired with {rel}; saving updates both)")
@@ -420,6 +426,8 @@ def module_reset(
         out.print(f"Backed up your file to {project.rel(b)}")
     out.print(f"tinytorch now runs the reference code of module {m.label} ({m.name})"
               + (f" ({len(res.changed)} file(s) updated)." if res.changed else " (it already did)."))
+    if res.kernels:
+        out.print(res.kernels)
     if res.workspace:
         out.print(f"Fresh workspace copy: {project.rel(res.workspace)} ({res.blocks} place(s) to fill in).")
     else:

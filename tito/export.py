@@ -30,6 +30,7 @@ import contextlib
 import os
 import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,12 +78,26 @@ def _cell_start_lines(text: str, ncells: int) -> list[int | None]:
     return starts if len(starts) == ncells else [None] * ncells
 
 
+def _import_jupytext():
+    """``jupytext``, imported without ``rfc3987_syntax``. nbformat imports jsonschema, which imports
+    that package when it is installed (JupyterLab brings it) only to check "iri" formats, which no
+    notebook schema uses; building its grammar costs 2-3 s of CPU in every tito command."""
+    if "jsonschema" not in sys.modules and "rfc3987_syntax" not in sys.modules:
+        sys.modules["rfc3987_syntax"] = None          # import fails: jsonschema skips that one checker
+        try:
+            import jupytext
+        finally:
+            del sys.modules["rfc3987_syntax"]
+    import jupytext
+    return jupytext
+
+
 def read_notebook(path: os.PathLike | str):
     """Read a percent-format ``.py`` notebook into nbdev's notebook object.
 
     Cell ids are set to the cell index (jupytext would pick random ones), and
     each cell records ``line_`` (its line in the ``.py`` file, if known)."""
-    import jupytext
+    jupytext = _import_jupytext()
     from execnb.nbio import dict2nb
 
     path = Path(path)

@@ -20,14 +20,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .export import ExportError, _atomic_write, export, read_notebook, check_notebook
+from .export import ExportError, _atomic_write, _import_jupytext, export, read_notebook, check_notebook
 from .journal import LockBusy, transaction
 from .project import Module, Project
 from .testing import FAST, NO_TESTS, TimedOut, run_command, run_pytest
 
 __all__ = ["LearnerError", "Progress", "make_stub", "start", "complete", "reset", "package_sources",
            "module_state", "backup", "sync_paired_ipynb", "CompleteResult", "next_step", "module_digests",
-           "DEFAULT_TIMEOUT", "UNCHECKED"]
+           "DEFAULT_TIMEOUT", "UNCHECKED", "KERNELS_FILE", "accel_module", "wanted_kernels", "sync_kernels"]
 
 BEGIN_RE = re.compile(r"^(?P<indent>[ \t]*)###\s*BEGIN SOLUTION\b.*$")
 END_RE = re.compile(r"^[ \t]*###\s*END SOLUTION\b.*$")
@@ -89,6 +89,49 @@ class Progress:
         _atomic_write_text(self.path, json.dumps(self.data, indent=2, sort_keys=True) + "\n")
 
 
+# ----------------------------------------------------------- kernel choice ----
+#: A file beside ``tinytorch/__init__.py`` that picks the kernels when ``TINYTORCH_KERNELS`` is not set.
+#: While a learner has not completed the acceleration module (18), its fused kernels, which replace
+#: the textbook functions of earlier modules, would run instead of the learner's own code; so from
+#: ``tito module start`` on this file says ``textbook``, and ``tito module complete 18`` removes it.
+KERNELS_FILE = "_kernels.txt"
+KERNELS_TEXT = ("textbook\n"
+                "# Written by tito: this learner's tinytorch runs the textbook functions (your own code), not\n"
+                "# the fused kernels of module {label} ({name}), until that module is completed. The environment\n"
+                "# variable TINYTORCH_KERNELS=fast or =textbook overrides this file.\n")
+
+
+def accel_module(project: Project) -> Module | None:
+    """The module that exports ``accel`` (the fused kernels), if the course has one."""
+    return next((m for m in project.modules() if m.export_target() == "accel"), None)
+
+
+def wanted_kernels(project: Project, progress: Progress) -> str | None:
+    """``"textbook"`` while a learner (any module started or completed) has not completed the
+    acceleration module; None (no file: ``tinytorch`` switches the fused kernels on) otherwise."""
+    accel = accel_module(project)
+    if accel is None or progress.completed(accel) or not progress.data.get("modules"):
+        return None
+    return "textbook"
+
+
+def sync_kernels(project: Project, progress: Progress) -> str | None:
+    """Write or remove ``tinytorch/_kernels.txt`` to match the progress; say what changed (None: nothing)."""
+    path = project.lib_path / KERNELS_FILE
+    accel = accel_module(project)
+    text = KERNELS_TEXT.format(label=accel.label, name=accel.name) if wanted_kernels(project, progress) else None
+    current = path.read_text(encoding="utf-8") if path.is_file() else None
+    if current == text:
+        return None
+    if text is None:
+        path.unlink()
+        return (f"tinytorch switches the fused kernels of module {accel.label} ({accel.name}) on again "
+                f"({project.rel(path)} removed)." if accel else None)
+    _atomic_write_text(path, text)
+    return (f"tinytorch runs the textbook functions (your code), not the fused kernels of module {accel.label} "
+            f"({accel.name}), until you complete that module ({project.rel(path)}).")
+
+
 def module_digests(project: Project) -> dict[int, str]:
     """For each module number N, a sha256 over the package files of modules 1..N (and the
     hand-written ones): what the tests of module N ran against. ``_modidx.py`` and empty
@@ -98,7 +141,7 @@ def module_digests(project: Project) -> dict[int, str]:
     lib = project.lib_path
     by_mod: dict[int, list[bytes]] = {}
     for p in _iter_files(lib):
-        if p.name == "_modidx.py" or (p.name == "__init__.py" and p.stat().st_size == 0):
+        if p.name in ("_modidx.py", KERNELS_FILE) or (p.name == "__init__.py" and p.stat().st_size == 0):
             continue
         src = generated_source(p, project.root)
         m = re.match(r"^(\d+)_", Path(src).parent.name) if src else None
@@ -381,7 +424,7 @@ def _paired_ipynb(py: Path) -> Path:
 
 
 def _write_ipynb(py: Path) -> Path:
-    import jupytext
+    jupytext = _import_jupytext()
     nb = jupytext.read(py, fmt="py:percent")
     nb.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
     dest = _paired_ipynb(py)
@@ -395,7 +438,7 @@ def sync_paired_ipynb(project: Project, mod: Module) -> str | None:
     ipynb = _paired_ipynb(py)
     if not (py.is_file() and ipynb.is_file()) or ipynb.stat().st_mtime <= py.stat().st_mtime + 1e-3:
         return None
-    import jupytext
+    jupytext = _import_jupytext()
     nb = jupytext.read(ipynb)
     text = jupytext.writes(nb, fmt="py:percent")
     if text == py.read_text(encoding="utf-8"):
@@ -415,6 +458,7 @@ class StartResult:
     ipynb: Path | None = None
     missing_before: list[Module] = field(default_factory=list)
     recovered: str | None = None
+    kernels: str | None = None      # what changed in tinytorch/_kernels.txt (sync_kernels)
 
 
 def _stub_for(project: Project, mod: Module) -> tuple[str, int]:
@@ -460,6 +504,7 @@ def _start(project: Project, mod: Module, force: bool, ipynb: bool) -> StartResu
     progress = Progress(project)
     progress.mark(mod, started=_now())
     progress.save()
+    res.kernels = sync_kernels(project, progress)
     res.missing_before = [m for m in project.modules() if m.number < mod.number and not progress.completed(m)]
     return res
 
@@ -621,6 +666,9 @@ def _complete(project: Project, mod: Module, timeout: float, all_tests: bool) ->
     progress.mark(mod, source=rel_ws)
     _record_verified(project, progress)
     progress.save()
+    kernels = sync_kernels(project, progress)
+    if kernels:
+        notes.append(kernels)
     res.ok = True
     return res
 
@@ -633,6 +681,7 @@ class ResetResult:
     workspace: Path | None = None
     blocks: int = 0
     recovered: str | None = None
+    kernels: str | None = None
 
 
 def reset(project: Project, mod: Module, workspace: bool = False, on_wait=None) -> ResetResult:
@@ -676,4 +725,5 @@ def _reset(project: Project, mod: Module, workspace: bool) -> ResetResult:
             _write_ipynb(ws)
         progress.mark(mod, started=_now())
     progress.save()
+    res.kernels = sync_kernels(project, progress)
     return res

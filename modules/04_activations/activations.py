@@ -548,10 +548,13 @@ def test_layer_forms():
 
 # %%
 if __name__ == "__main__":
-    x = Tensor(np.linspace(-3, 3, 7))
-    for layer in (ReLU(), GELU(), GELU(approximate="tanh"), SiLU()):
-        print(f"{layer!r:28}", np.round(layer(x).data, 4))
-    print("softmax:", softmax(Tensor([[1.0, 2.0, 3.0], [0.0, -np.inf, 0.0]])))
+    try:
+        x = Tensor(np.linspace(-3, 3, 7))
+        for layer in (ReLU(), GELU(), GELU(approximate="tanh"), SiLU()):
+            print(f"{layer!r:28}", np.round(layer(x).data, 4))
+        print("softmax:", softmax(Tensor([[1.0, 2.0, 3.0], [0.0, -np.inf, 0.0]])))
+    except NotImplementedError as e:
+        print("skipped until the stubs above are written:", e)
 
 # %% [markdown]
 # ## Experiments to try
@@ -564,3 +567,15 @@ if __name__ == "__main__":
 #    inf).
 # 3. Run `gradcheck(silu, [x])` with `x` in float32 instead of float64: finite differences in
 #    float32 are too coarse, and the check fails even though the rule is right.
+
+# %% [markdown]
+# ## Run this module's tests
+#
+# The cell below runs every test of this notebook in the kernel and prints PASS, FAIL (with
+# the reason) or TODO per test; `tito module complete 4` runs them from the shell.
+
+# %%
+from tito.notebook import run_tests
+
+if __name__ == "__main__":
+    run_tests()

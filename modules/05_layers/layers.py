@@ -741,10 +741,13 @@ def test_load_rejects_truncated_and_foreign_files(tmp_path):
 
 # %%
 if __name__ == "__main__":
-    manual_seed(0)
-    mlp = Sequential(Linear(2, 8), Linear(8, 1))
-    print(mlp)
-    print("parameters:", mlp.num_parameters())
+    try:
+        manual_seed(0)
+        mlp = Sequential(Linear(2, 8), Linear(8, 1))
+        print(mlp)
+        print("parameters:", mlp.num_parameters())
+    except NotImplementedError as e:
+        print("skipped until the stubs above are written:", e)
 
 # %% [markdown]
 # ## Experiments to try
@@ -756,3 +759,15 @@ if __name__ == "__main__":
 # 3. Apply `Dropout(0.5)` to `ones((1000,))` in training mode and in `eval()` mode: in training
 #    about half the values are 0 and the rest 2, so the mean stays near 1; in eval the input
 #    comes back unchanged.
+
+# %% [markdown]
+# ## Run this module's tests
+#
+# The cell below runs every test of this notebook in the kernel and prints PASS, FAIL (with
+# the reason) or TODO per test; `tito module complete 5` runs them from the shell.
+
+# %%
+from tito.notebook import run_tests
+
+if __name__ == "__main__":
+    run_tests()

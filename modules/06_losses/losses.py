@@ -350,11 +350,14 @@ def test_loss_objects():
 
 # %%
 if __name__ == "__main__":
-    logits = Tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]], requires_grad=True)
-    loss = cross_entropy(logits, [0, 2])
-    loss.backward()
-    print("loss", loss.item(), "(uniform guess would be ln 3 =", np.log(3), ")")
-    print("grad = (softmax - onehot) / N:\n", logits.grad)
+    try:
+        logits = Tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]], requires_grad=True)
+        loss = cross_entropy(logits, [0, 2])
+        loss.backward()
+        print("loss", loss.item(), "(uniform guess would be ln 3 =", np.log(3), ")")
+        print("grad = (softmax - onehot) / N:\n", logits.grad)
+    except NotImplementedError as e:
+        print("skipped until the stubs above are written:", e)
 
 # %% [markdown]
 # ## Experiments to try
@@ -366,3 +369,15 @@ if __name__ == "__main__":
 #    smoothing penalises putting all the probability on one class.
 # 3. Mark half the targets with `ignore_index` and check that the mean loss equals the mean over
 #    the other half alone.
+
+# %% [markdown]
+# ## Run this module's tests
+#
+# The cell below runs every test of this notebook in the kernel and prints PASS, FAIL (with
+# the reason) or TODO per test; `tito module complete 6` runs them from the shell.
+
+# %%
+from tito.notebook import run_tests
+
+if __name__ == "__main__":
+    run_tests()

@@ -571,11 +571,10 @@ class GPT(Module):
                 f"num_heads={c.num_heads}, max_seq_len={c.max_seq_len}")
 
 # %% [markdown]
-# The tests build small models in float64 and check the things that must hold exactly: the
-# weight is shared, the initialisation has the right scales, the model is causal, the loss is
-# the cross-entropy of the logits, and every wrong input is refused with a message naming it.
-# `tests/test_14_interop.py` shows that logits and every gradient equal Hugging Face's
-# `GPT2LMHeadModel`.
+# The tests build small float64 models and check what must hold exactly: the weight is shared,
+# the initialisation has the right scales, the model is causal, the loss is the cross-entropy
+# of the logits. `tests/test_12_gpt.py` checks that every wrong input is refused by name, and
+# `tests/test_14_interop.py` that logits and gradients equal Hugging Face's `GPT2LMHeadModel`.
 
 # %%
 def _tiny_gpt(seed=0, **kw):
@@ -629,25 +628,6 @@ def test_gpt_gradients_flow_to_every_parameter():
     for name, p in model.named_parameters():
         assert p.grad is not None and np.abs(p.grad.data).max() > 0, name
 
-def test_gpt_errors():
-    model = _tiny_gpt()
-    with pytest.raises(ValueError, match="embed_dim 10 is not divisible by num_heads 4"):
-        GPT(vocab_size=5, embed_dim=10, num_layers=1, num_heads=4)
-    with pytest.raises(ValueError, match="token id 11 is out of range for vocab_size 11"):
-        model(np.array([[1, 11]]))
-    with pytest.raises(ValueError, match="token id -1 is out of range for vocab_size 11"):
-        model(np.array([[-1, 2]]))
-    with pytest.raises(ValueError, match="sequence length 7 exceeds max_seq_len 6"):
-        model(np.zeros((1, 7), dtype=np.int64))
-    with pytest.raises(ValueError, match=r"tokens must have shape \(batch, seq_len\).*got shape \(1, 2, 3\)"):
-        model(np.zeros((1, 2, 3), dtype=np.int64))
-    with pytest.raises(TypeError, match="tokens must be integer token ids, got dtype float32"):
-        model(Tensor([[1.0, 2.0]]))
-    with pytest.raises(ValueError, match=r"at least one sequence of at least one position; got shape \(0, 4\)"):
-        model(np.zeros((0, 4), dtype=np.int64), np.zeros((0, 4), dtype=np.int64))
-    with pytest.raises(ValueError, match=r"targets of shape \(1, 3\) do not match tokens of shape \(1, 2\)"):
-        model(np.array([[1, 2]]), targets=np.array([[1, 2, 3]]))
-
 # %% [markdown]
 # ## Generating text
 #
@@ -700,13 +680,10 @@ def test_generate_greedy_equals_full_forward_rollout():
 # Total **124,439,808**, exactly the parameter count of Hugging Face's `GPT2LMHeadModel`
 # (whose `lm_head` is tied too).
 #
-# The figure 124,356,864 that circulates in some course material is 82,944 smaller, and
-# $82{,}944 = 12 \times 6{,}912 = 12 \times 9 \times 768$: exactly the biases of the four
-# Linear layers of each block ($3C$ for qkv, $C$ for the attention output, $4C$ for fc1, $C$
-# for fc2: $9C$ per block). It counts every weight matrix and every LayerNorm parameter but
-# no Linear bias. (nanoGPT prints "123.65M": it leaves out the position embedding,
-# 124,439,808 − 786,432 = 123,653,376.) The four released sizes come to 124,439,808,
-# 354,823,168, 774,030,080 and 1,557,611,200; the tests check all four against Hugging Face.
+# The figure 124,356,864 found in some course material is smaller by $12 \times 9C = 82{,}944$,
+# exactly the Linear biases ($3C + C + 4C + C$ per block); nanoGPT's "123.65M" leaves out the
+# position embedding. The four released sizes (124,439,808, 354,823,168, 774,030,080 and
+# 1,557,611,200) are checked against Hugging Face in the tests.
 
 # %%
 #| export
@@ -789,10 +766,35 @@ def test_count_parameters_gpt2_sizes():
 
 # %%
 if __name__ == "__main__":
-    analyze_parameter_scaling()
-    print()
-    analyze_attention_memory()
-    manual_seed(0)
-    model = GPT.from_config(GPTConfig.shakespeare_char())
-    print(model.config, f"\n{model.num_parameters():,} parameters")
-    print(model.generate([[0, 1, 2]], max_new_tokens=10, temperature=0.8, top_k=5, seed=0))
+    try:
+        analyze_parameter_scaling()
+        print()
+        analyze_attention_memory()
+        manual_seed(0)
+        model = GPT.from_config(GPTConfig.shakespeare_char())
+        print(model.config, f"\n{model.num_parameters():,} parameters")
+        print(model.generate([[0, 1, 2]], max_new_tokens=10, temperature=0.8, top_k=5, seed=0))
+    except NotImplementedError as e:
+        print("skipped until the stubs above are written:", e)
+
+# %% [markdown]
+# ## Experiments to try
+#
+# 1. Print `parameter_breakdown` for `GPTConfig.gpt2_small()` and for a copy with 48 layers:
+#    the blocks grow by about 12·d² parameters per layer while the embeddings stay the same.
+# 2. Change the token at position 3 of a prompt and compare the logits: positions 0-2 are equal
+#    to the last bit (the causal mask), positions 3 on change.
+# 3. Run `analyze_attention_memory(seq_lens=(1024, 2048))`: doubling the context quadruples
+#    the memory of the attention weights.
+
+# %% [markdown]
+# ## Run this module's tests
+#
+# The cell below runs every test of this notebook in the kernel and prints PASS, FAIL (with
+# the reason) or TODO per test; `tito module complete 12` runs them from the shell.
+
+# %%
+from tito.notebook import run_tests
+
+if __name__ == "__main__":
+    run_tests()

@@ -468,3 +468,28 @@ def test_transformer_lm_errors():
     with pytest.raises(StateDictError, match=r"missing keys: lm_head.weight \| unexpected keys: head"):
         sd = model.state_dict(); sd["head"] = sd.pop("lm_head.weight")
         transformer_lm(13, 8, 8, 2, 2, 12, 10000.0, sd, np.array([[1]]))
+
+# %% [markdown]
+# ## Experiments to try
+#
+# 1. Scale an input row by 10 and pass it through `RMSNorm` and `LayerNorm`: both outputs stay
+#    the same, but only LayerNorm also ignores adding a constant to the row.
+# 2. Compare the parameters of a GPT-2 `MLP` and a `SwiGLU` of the same width: SwiGLU's three
+#    matrices at hidden size about 8/3·d hold about as many weights as GPT-2's two at 4·d.
+# 3. Rotate the same query and key by positions (3, 5) and (10, 12) with RoPE: their dot product
+#    is the same, because it depends only on the distance between the positions.
+
+# %% [markdown]
+# ## Run this module's tests
+#
+# **How to test and complete.** The cell below runs every test of this notebook in the kernel
+# and prints one line per test: PASS, FAIL with the reason (for a value out of tolerance:
+# where, and by how much) or TODO for a function not written yet. From the shell,
+# `tito module test 13` runs the same tests, and `tito module complete 13` tests your
+# notebook, exports it into `tinytorch/` and runs the package tests (`tests/test_13_llama.py`).
+
+# %%
+from tito.notebook import run_tests
+
+if __name__ == "__main__":
+    run_tests()

@@ -463,3 +463,27 @@ def test_folder_errors(tmp_path):
         from_pretrained("no-such-model", cache_dir=tmp_path)
     with pytest.raises(ValueError, match="width 8 is not a released GPT-2 size"):
         gpt_from_hf_state_dict(to_hf_gpt2_state_dict(_tiny_gpt()))
+
+# %% [markdown]
+# ## Experiments to try
+#
+# 1. Export a tiny GPT with `to_hf_gpt2_state_dict` and print the shapes of `attn.c_attn.weight`
+#    and `qkv_proj.weight`: Hugging Face's Conv1D stores the transpose of a Linear weight.
+# 2. Load a state dict with one key renamed: the error names the key, and no weight changes.
+# 3. Save a model with `save_pretrained`, load it back with `GPT.from_pretrained`, and compare the
+#    logits: they are equal bit for bit, because safetensors stores the arrays as they are.
+
+# %% [markdown]
+# ## Run this module's tests
+#
+# **How to test and complete.** The cell below runs every test of this notebook in the kernel
+# and prints one line per test: PASS, FAIL with the reason (for a value out of tolerance:
+# where, and by how much) or TODO for a function not written yet. From the shell,
+# `tito module test 14` runs the same tests, and `tito module complete 14` tests your
+# notebook, exports it into `tinytorch/` and runs the package tests (`tests/test_14_interop.py`, `tests/test_14_pretrained.py`).
+
+# %%
+from tito.notebook import run_tests
+
+if __name__ == "__main__":
+    run_tests()

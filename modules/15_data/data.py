@@ -400,3 +400,27 @@ def test_tokenizer_round_trip_through_a_checkpoint(tmp_path):
     assert bpe2.encode(sample, allowed_special="all") == bpe.encode(sample, allowed_special="all")
     assert bpe2.vocab == bpe.vocab and bpe2.merges == bpe.merges
 
+# %% [markdown]
+# ## Experiments to try
+#
+# 1. Draw 10,000 batches with `get_batch` from 100 tokens with context 8 and count how often
+#    each start position comes up: every start from 0 to 91 appears about equally often.
+# 2. Compare the size on disk of the Shakespeare token file (uint16) with the text: two bytes
+#    per character against one, and the tokens load with `np.memmap` without reading it all.
+# 3. Build a character tokenizer from half of a text and encode the other half: a character it
+#    never saw is refused with a message naming it, never silently dropped.
+
+# %% [markdown]
+# ## Run this module's tests
+#
+# **How to test and complete.** The cell below runs every test of this notebook in the kernel
+# and prints one line per test: PASS, FAIL with the reason (for a value out of tolerance:
+# where, and by how much) or TODO for a function not written yet. From the shell,
+# `tito module test 15` runs the same tests, and `tito module complete 15` tests your
+# notebook, exports it into `tinytorch/` and runs the package tests.
+
+# %%
+from tito.notebook import run_tests
+
+if __name__ == "__main__":
+    run_tests()

@@ -14,18 +14,17 @@
 # # 18 Acceleration
 # > Fused kernels with hand-written backward passes, each equal to its textbook twin, switched on by one call.
 #
-# The textbook functions of modules 01-17 build every idea from earlier ops, and autograd
-# derives their backward passes. That is the clearest way to write them and a slow way to
-# run them: a LayerNorm written with `mean`, `-`, `*` and `sqrt` is a dozen graph nodes,
-# each allocating its own temporary arrays, and its backward pass walks all of them again.
-# A *fused kernel* computes the same function in a few NumPy passes and states its
-# derivative directly, as one op in the derivative table.
+# The textbook functions of modules 01-17 build every idea from earlier ops and let autograd
+# derive the backward pass: clear, and slow. A LayerNorm written with `mean`, `-`, `*` and
+# `sqrt` is a dozen graph nodes, each with its own temporaries. A *fused kernel* computes the
+# same function in a few NumPy passes and states its derivative as one op in the table.
 #
-# Each kernel here has the signature of the textbook function it replaces and is tested
-# equal to it: values and every gradient, in float64 (to 1e-10 relative) and float32.
-# `enable()` registers them all with module 01's `register_kernel`, and the package's
-# `tinytorch/__init__.py` calls it once, visibly. `disable()` (or `TINYTORCH_KERNELS=textbook`
-# in the environment) runs the textbook code again.
+# Each kernel has the signature of the textbook function it replaces and is tested equal to it
+# in `tests/test_18_acceleration.py` (values and every gradient in float64 to 1e-10 relative
+# and float32, the same errors; for attention every mask, dropout, RoPE and the KV cache).
+# `enable()` registers them all with module 01's `register_kernel`; `tinytorch/__init__.py`
+# calls it once, visibly, except in a learner's package before this module is completed
+# (`tinytorch/_kernels.txt` says `textbook`) or with `TINYTORCH_KERNELS=textbook`.
 
 # %%
 #| default_exp accel
@@ -38,12 +37,6 @@ import math
 import numpy as np
 from tinytorch.core.tensor import Tensor, record, register_kernel, KERNELS, as_tensor
 from tinytorch.core.autograd import derivative
-
-# %% [markdown]
-# Every kernel is tested in `tests/test_18_acceleration.py`: the kernel and its textbook twin
-# (`fn.textbook`) run on the same leaf tensors, in float64 and float32, and must agree in value and
-# in the gradient of every leaf; then the package function runs with the kernel registered (its op
-# shows in `grad_fn`) and unregistered (the textbook code runs).
 
 # %% [markdown]
 # ## Softmax, GELU, linear layers and cross-entropy
@@ -65,8 +58,7 @@ from tinytorch.core.autograd import derivative
 # $$\frac{\partial L}{\partial x_i} = p_i \Big(g_i - \sum_j g_j p_j\Big), \qquad
 #   \frac{\partial L}{\partial x_i} = g_i - e^{y_i}\sum_j g_j .$$
 #
-# Both rules need only the forward output. Sums over the last axis of a contiguous array go
-# through BLAS as a product with a ones vector, much faster than `sum(axis=-1)` on short rows.
+# Both rules need only the forward output; row sums go through BLAS as a product with a ones vector.
 #
 # **Linear.** The leading dimensions are flattened into rows X of shape `(N, in)`, so the
 # layer is one GEMM (a 3-D `matmul` runs one small GEMM per batch row), and with G the
@@ -282,21 +274,13 @@ ELEMENTWISE_KERNELS = {"gelu": fused_gelu, "silu": fused_silu, "softmax": fused_
                        "log_softmax": fused_log_softmax, "linear": fused_linear, "cross_entropy": fused_cross_entropy}
 
 # %% [markdown]
-# `tests/test_18_acceleration.py` checks each kernel against its twin in values and every gradient,
-# and that both raise the same errors.
-
-# %% [markdown]
 # ## Attention
 #
-# Module 10's `scaled_dot_product_attention` is six graph ops (matmul, scale, mask, softmax,
-# dropout, matmul), and each allocates a $T_q \times T_k$ array per head that its backward pass
-# reads again. `blocked_sdpa` computes the same function as one op whose forward makes two or
-# three passes over the scores and whose backward is written out:
+# Module 10's attention is six graph ops, each allocating a $T_q \times T_k$ array per head.
+# `blocked_sdpa` is one op: two or three passes over the scores, and a written-out backward:
 #
-# 1. **Fold the scale into the queries.** `(q · s) Kᵀ` costs `T_q·d` multiplications,
-#    `(q Kᵀ) · s` costs `T_q·T_k`.
-# 2. **Mask in place** with `np.copyto(scores, -inf, where=blocked)`, which broadcasts a
-#    `(T_q, T_k)` boolean matrix over all heads without building a full-size mask.
+# 1. **Fold the scale into the queries:** `(q · s) Kᵀ` costs `T_q·d` multiplications, not `T_q·T_k`.
+# 2. **Mask in place:** `np.copyto(scores, -inf, where=blocked)` broadcasts a `(T_q, T_k)` mask over heads.
 # 3. **Skip the row maximum when it cannot matter.** The maximum is subtracted only so that
 #    `exp` cannot overflow. By Cauchy–Schwarz $|q_i \cdot k_j| \le \lVert q_i\rVert\,\lVert k_j\rVert$,
 #    a bound that costs `O(T·d)`; when it is below 40 (float32; 300 for float64) we take `exp`
@@ -317,10 +301,9 @@ ELEMENTWISE_KERNELS = {"gelu": fused_gelu, "silu": fused_silu, "softmax": fused_
 # (\partial L/\partial S)^\top (sQ)$ and $\partial L/\partial V = P^\top G$. A float mask that
 # requires a gradient receives $\partial L/\partial S$.
 #
-# `blocked_qkv_attention` replaces module 10's `fused_qkv_attention`: from the packed
-# `(B, T, 3C)` projection it takes strided views of the heads, rotates q and k (RoPE), runs
-# the kernel writing straight into the merged `(B, T, C)` output, and its backward writes
-# $dQ$, $dK$, $dV$ (rotated back) into the three slices of one `(B, T, 3C)` gradient.
+# `blocked_qkv_attention` replaces module 10's `fused_qkv_attention`: it takes strided head
+# views of the packed `(B, T, 3C)` projection, applies RoPE, writes the merged `(B, T, C)`
+# output directly, and its backward fills the three slices of one `(B, T, 3C)` gradient.
 
 # %%
 #| export
@@ -521,19 +504,11 @@ def _blocked_qkv_attention_backward(g, qs, k, v, o4, saved, scale, num_heads, co
 ATTENTION_KERNELS = {"scaled_dot_product_attention": blocked_sdpa, "fused_qkv_attention": blocked_qkv_attention}
 
 # %% [markdown]
-# `tests/test_18_acceleration.py` checks both kernels against their textbook twins (module 10's code,
-# run with every kernel switched off): the output and the gradients of q, k, v (or of the packed qkv)
-# and of a float mask, causal or not, boolean and float masks, fully masked rows, dropout, the long
-# blocked path, RoPE and the KV cache.
-
-# %% [markdown]
 # ## LayerNorm, the GPT-2 MLP, RMSNorm and SwiGLU
 #
-# Four kernels replace the textbook functions of modules 12 and 13: `layer_norm`,
-# `linear_gelu`, `rms_norm` and `swiglu`. Each works on the input viewed as rows `(N, D)`,
-# computes in place where it can, and records one op whose derivative rule is written out.
-# Row sums and means go through BLAS (a matrix-vector product with a vector of ones), which
-# is faster than `ndarray.sum` on a single core.
+# Four kernels replace `layer_norm`, `linear_gelu` (module 12), `rms_norm` and `swiglu` (module
+# 13). Each views the input as rows `(N, D)`, works in place where it can, records one op, and
+# takes row sums through BLAS (a product with a ones vector), faster than `ndarray.sum`.
 #
 # **LayerNorm backward.** $\hat x$ does not change when $x$ is shifted or scaled, so with
 # $r = 1/\sqrt{\sigma^2+\varepsilon}$ and $\hat g = g\odot\gamma$
@@ -549,8 +524,7 @@ ATTENTION_KERNELS = {"scaled_dot_product_attention": blocked_sdpa, "fused_qkv_at
 #
 # **GELU backward.** Forward keeps $a = \tfrac12(1+t)$ with $t = \tanh(k(h + c h^3))$,
 # $k = \sqrt{2/\pi}$, $c = 0.044715$; then $\mathrm{GELU}(h) = a h$, $1-t^2 = 4a(1-a)$ and
-# the derivative is $a + a(1-a)\,h\,(2k + 6kc\,h^2)$. `h*h*h` rather than `h**3`: NumPy's
-# float32 `power` is much slower than two multiplications.
+# the derivative is $a + a(1-a)\,h\,(2k + 6kc\,h^2)$.
 #
 # **SwiGLU backward.** With $s = \mathrm{SiLU}(a)$, $u = W_3x$ and $\hat g = W_2^\top g$:
 # $\partial L/\partial a = \hat g\odot u\odot\sigma(a)(1 + a(1-\sigma(a)))$ and
@@ -730,9 +704,23 @@ NORM_KERNELS = {"layer_norm": fused_layer_norm, "linear_gelu": fused_linear_gelu
                 "rms_norm": fused_rms_norm, "swiglu": fused_swiglu}
 
 # %% [markdown]
-# `tests/test_18_acceleration.py` checks each kernel against its textbook twin (`fn.textbook`, the
-# body modules 12 and 13 define): values and every gradient, float64 to 1e-10 relative, float32 to
-# float32 round-off, with the kernel registered and not.
+# Your LayerNorm backward must give the gradients autograd derives from the textbook `layer_norm`
+# of module 12 (`layer_norm.textbook`), in float64 to 1e-10 relative:
+
+# %%
+def test_layer_norm_backward_equals_textbook():
+    from tinytorch.models.transformer import layer_norm
+    rng = np.random.default_rng(0)
+    x, w, b, g = (rng.standard_normal(shape) for shape in ((4, 3, 16), (16,), (16,), (4, 3, 16)))
+    results = []
+    for fn in (fused_layer_norm, layer_norm.textbook):
+        leaves = [Tensor(a, dtype=np.float64, requires_grad=True) for a in (x, w, b)]
+        out = fn(leaves[0], (16,), leaves[1], leaves[2])
+        out.backward(g)
+        results.append([out.data] + [t.grad.data for t in leaves])
+    for name, fast, slow in zip(("value", "dx", "dweight", "dbias"), *results):
+        err = np.abs(fast - slow).max() / np.abs(slow).max()
+        assert err <= 1e-10, f"{name} differs from the textbook by {err:.2e} relative"
 
 # %% [markdown]
 # ## Switching the kernels on
@@ -787,3 +775,26 @@ def test_enable_disable_and_textbook_context():
         assert not any(name in KERNELS for name in FUSED_KERNELS)
     finally:
         (enable if was else disable)()
+
+# %% [markdown]
+# ## Experiments to try
+#
+# 1. Time a GPT training step with `enable()` and inside `with textbook():`: the fused kernels
+#    take fewer passes over memory and allocate fewer temporaries, so the step is faster.
+# 2. Count the nodes of the graph of one LayerNorm with and without the kernel (follow the
+#    inputs of each `_node` back from the output): one node against about ten.
+# 3. Run `fused_gelu(x)` and `gelu.textbook(x)` on the same float32 input and print the largest
+#    difference: round-off only, which is why the twin tests allow 2e-5 relative in float32.
+
+# %% [markdown]
+# ## Run this module's tests
+#
+# The cell below prints PASS, FAIL (with the reason) or TODO per test. From the shell,
+# `tito module test 18` runs the same tests; `tito module complete 18` also exports your
+# notebook into `tinytorch/` and runs the package tests.
+
+# %%
+from tito.notebook import run_tests
+
+if __name__ == "__main__":
+    run_tests()

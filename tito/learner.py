@@ -325,7 +325,12 @@ def _checked_by(what: str, own: dict[str, set[str]], others: dict[str, dict[str,
     hit = lambda t, refs: stem in refs or f"_{stem}_" in f"_{t}_"
     nb = [t for t, refs in own.items() if hit(t, refs)]
     pkg = [f"{path}::{t}" for path, tests in others.items() for t, refs in tests.items() if hit(t, refs)]
-    return nb, pkg
+    if nb or pkg or len(parts) < 2:
+        return nb, pkg
+    # a method no test names (``SGD._update_group``): the tests of its class
+    hit = lambda t, refs: parts[-2] in refs
+    return ([t for t, refs in own.items() if hit(t, refs)],
+            [f"{path}::{t}" for path, tests in others.items() for t, refs in tests.items() if hit(t, refs)])
 
 
 def _checked_by_text(mod: Module, nb: list[str], pkg: list[str]) -> str:

@@ -409,6 +409,7 @@ def dropout(x, p=0.5, training=True):
 
 @derivative("dropout")
 def _dropout_backward(g, mask):
+    "dropout saved `mask` (0 or 1/(1-p) per element): return `(g * mask,)`."
     ### BEGIN SOLUTION
     return (g * mask,)
     ### END SOLUTION

@@ -493,6 +493,14 @@ def _rope_half_split_reference(x, positions, theta=10000.0):
     rotate_half = np.concatenate([-x[..., d // 2:], x[..., :d // 2]], -1)
     return x * c + rotate_half * s
 
+def test_rotate_pairs_is_complex_multiplication():
+    rng = np.random.default_rng(4)
+    x, angle = rng.standard_normal((3, 8)), rng.uniform(-np.pi, np.pi, (3, 4))
+    z = (x[:, 0::2] + 1j * x[:, 1::2]) * np.exp(1j * angle)         # a pair is a complex number, rotated by e^(i angle)
+    y = rotate_pairs(x, np.cos(angle), np.sin(angle))
+    assert np.allclose(y[:, 0::2], z.real, rtol=0, atol=1e-14) and np.allclose(y[:, 1::2], z.imag, rtol=0, atol=1e-14)
+    assert np.allclose(rotate_pairs(y, np.cos(angle), np.sin(angle), inverse=True), x, rtol=0, atol=1e-14)
+
 def test_rope_values_positions_and_dtype():
     rng = np.random.default_rng(0)
     rope = RotaryEmbedding(8, theta=100.0, max_seq_len=16)

@@ -494,6 +494,19 @@ def test_stop_tokens_and_stream():
     with pytest.raises(ValueError, match="seed must be an integer >= 0 or None, got '1'"):
         generate(model, [5], 3, seed="1")
 
+def test_decode_group_marks_stopped_rows():
+    model = _tiny_lm()
+    greedy = lambda logits: np.asarray(logits).argmax(-1)
+    with no_grad():
+        steps = np.array(list(_decode_group(model, [np.array([1, 2]), np.array([3, 4])], 6, greedy, None, True)))
+    expected = np.array(generate(model, [[1, 2], [3, 4]], 6, temperature=0))[:, 2:].T       # (steps, rows)
+    assert np.array_equal(steps, expected)
+    stop = expected[1, 0]                                       # row 0 stops after its 2nd token
+    with no_grad():
+        stopped = list(_decode_group(model, [np.array([1, 2]), np.array([3, 4])], 6, greedy, np.array([stop]), True))
+    first = [i for i in range(len(stopped)) if stopped[i][0] == stop][0]
+    assert all(t[0] == -1 for t in stopped[first + 1:]), "a row that produced a stop token must yield -1 after it"
+
 def test_greedy_follows_the_argmax():
     model = _tiny_lm()
     out = generate(model, [[1, 2], [3, 4]], 6, temperature=0)

@@ -264,6 +264,7 @@ class TransformerBlock(Module):
         self.mlp = MLP(embed_dim, int(mlp_ratio * embed_dim), dropout_prob, bias=bias)
 
     def forward(self, x, kv_cache=None):
+        "Pre-norm residual block: x + attn(ln1(x)), then x + mlp(ln2(x)); the same shape (B, T, C) out as in."
         ### BEGIN SOLUTION
         x = x + self.attn(self.ln1(x), kv_cache=kv_cache)
         return x + self.mlp(self.ln2(x))
@@ -511,6 +512,7 @@ class GPT(Module):
         return self.ln_f(x)
 
     def forward(self, tokens, targets=None):
+        "Logits (B, T, vocab) of token ids (B, T) (or (T,) for one sequence); with targets, (logits, mean cross-entropy)."
         ### BEGIN SOLUTION
         ids, unbatched = check_tokens(tokens, self.vocab_size, self.max_seq_len, "GPT")
         logits = self.lm_head(self._hidden(ids))
@@ -780,10 +782,8 @@ if __name__ == "__main__":
 # %% [markdown]
 # ## Experiments to try
 #
-# 1. Print `parameter_breakdown` for `GPTConfig.gpt2_small()` and for a copy with 48 layers:
-#    the blocks grow by about 12·d² parameters per layer while the embeddings stay the same.
-# 2. Change the token at position 3 of a prompt and compare the logits: positions 0-2 are equal
-#    to the last bit (the causal mask), positions 3 on change.
+# 1. `parameter_breakdown` of GPT-2 small with 12 and 48 layers: each layer adds about 12·d².
+# 2. Change the token at position 3 of a prompt: logits 0-2 stay equal to the last bit (causal).
 # 3. Run `analyze_attention_memory(seq_lens=(1024, 2048))`: doubling the context quadruples
 #    the memory of the attention weights.
 

@@ -251,6 +251,7 @@ class CausalSelfAttention(Module):
         self.rope = rope
 
     def forward(self, x, token_positions=None, kv_cache=None):
+        "Causal attention over x (..., T, d_model): q, k, v in one packed matmul, RoPE on q and k, module 10's attention, output_proj."
         ### BEGIN SOLUTION
         if x.ndim < 2 or x.shape[-1] != self.d_model:
             raise ValueError(f"CausalSelfAttention: expected input of shape (..., seq_len, {self.d_model}), got {x.shape}")
@@ -287,6 +288,7 @@ class TransformerBlockLM(Module):
         self.ffn = SwiGLU(d_model, d_ff)
 
     def forward(self, x, token_positions=None, kv_cache=None):
+        "Pre-norm residual block: x + attn(ln1(x)), then x + ffn(ln2(x)); the same shape out as in."
         ### BEGIN SOLUTION
         x = x + self.attn(self.ln1(x), token_positions, kv_cache)
         return x + self.ffn(self.ln2(x))

@@ -426,7 +426,7 @@ def test_worker_exception_leaves_gradients_untouched():
 
 def test_empty_batch_gets_the_losss_own_error():
     model, x, y = _parallel_fixture()
-    with pytest.raises(ValueError, match="batch and time >= 1, got shape \(0, 8\)"):
+    with pytest.raises(ValueError, match=r"batch and time >= 1, got shape \(0, 8\)"):
         DataParallel(model, threads=2).forward_backward(x[:0], y[:0])
 
 def test_data_parallel_follows_the_callers_grad_mode():

@@ -150,6 +150,7 @@ def erf(x):
 
 @derivative("erf")
 def _erf_backward(g, x):
+    "erf saved `x` (an array): return `(g * 2/sqrt(pi) * exp(-x**2),)`, an array of x's shape and dtype."
     d = x * x
     np.negative(d, out=d)
     np.exp(d, out=d)

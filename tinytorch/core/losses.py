@@ -106,6 +106,7 @@ def mse_loss(input, target, reduction="mean"):
 
 @derivative("mse_loss")
 def _mse_loss_backward(g, diff, reduction, target_needs_grad):
+    "mse_loss saved diff = input - target: d/d input = 2·g·diff (divided by diff.size for 'mean'); the target gets the negative, or None."
     scale = 2.0 * g / diff.size if reduction == "mean" else 2.0 * g
     gi = diff * scale
     return gi, (-gi if target_needs_grad else None)

@@ -183,6 +183,7 @@ class SGD(Optimizer):
                   f"got momentum={options['momentum']}, dampening={options['dampening']}")
 
     def _update_group(self, group, params):
+        "SGD step, in place on each (p, w, g) of `params`: weight decay, momentum buffer in `self.state[p]`, Nesterov."
         lr, momentum, dampening = float(group["lr"]), float(group["momentum"]), float(group["dampening"])
         weight_decay, nesterov = float(group["weight_decay"]), group["nesterov"]
         for p, w, g in params:
@@ -229,6 +230,7 @@ class Adam(Optimizer):
         _validate(float(options["eps"]) >= 0, f"Invalid epsilon value: {options['eps']}{where}; it must be >= 0")
 
     def _update_group(self, group, params):
+        "Adam(W) step, in place on each (p, w, g) of `params`: weight decay, moments in `self.state[p]`, bias-corrected w update."
         lr, eps, weight_decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
         beta1, beta2 = (float(b) for b in group["betas"])
         decoupled = group["decoupled_weight_decay"]

@@ -118,6 +118,7 @@ class TransformerBlock(Module):
         self.mlp = MLP(embed_dim, int(mlp_ratio * embed_dim), dropout_prob, bias=bias)
 
     def forward(self, x, kv_cache=None):
+        "Pre-norm residual block: x + attn(ln1(x)), then x + mlp(ln2(x)); the same shape (B, T, C) out as in."
         x = x + self.attn(self.ln1(x), kv_cache=kv_cache)
         return x + self.mlp(self.ln2(x))
 
@@ -302,6 +303,7 @@ class GPT(Module):
         return self.ln_f(x)
 
     def forward(self, tokens, targets=None):
+        "Logits (B, T, vocab) of token ids (B, T) (or (T,) for one sequence); with targets, (logits, mean cross-entropy)."
         ids, unbatched = check_tokens(tokens, self.vocab_size, self.max_seq_len, "GPT")
         logits = self.lm_head(self._hidden(ids))
         if targets is not None:

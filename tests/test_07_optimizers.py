@@ -1,7 +1,6 @@
 """Module 07 optimizers: parity with torch.optim over whole training runs, clipping, the schedule,
-checkpoint resumption, dtype and allocation behaviour."""
+checkpoint resumption, dtype and in-place behaviour (the allocation-free kernels are tested in module 19)."""
 import math
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -308,7 +307,7 @@ def test_load_state_dict_checks_group_sizes():
         opt.load_state_dict({"state": {}, "param_groups": [sd["param_groups"][0], {**sd["param_groups"][1], "lr": -1}]})
 
 
-# --------------------------------------------------------------------- dtype and memory ----
+# --------------------------------------------------------------------- dtype and identity ----
 OPTIMIZERS = {
     "adamw": lambda ps: AdamW(ps, lr=1e-3, weight_decay=0.1),
     "adam_l2": lambda ps: Adam(ps, lr=1e-3, weight_decay=0.1),
@@ -318,28 +317,18 @@ OPTIMIZERS = {
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
-def test_steps_allocate_nothing_and_keep_float32(name):
+def test_steps_update_in_place_and_keep_float32(name):
     rng = np.random.default_rng(0)
     big = Parameter(rng.standard_normal((1000, 1000)).astype(np.float32))
     small = Parameter(rng.standard_normal(1000).astype(np.float32))
     opt = OPTIMIZERS[name]([big, small])
     for p in (big, small): p.grad = Tensor(rng.standard_normal(p.shape).astype(np.float32))
     arrays = [p.data for p in (big, small)]
-    opt.step()                                                       # the first steps allocate state and scratch
+    opt.step()                                                       # the first step allocates the state
     opt.step()
     state = {id(p): {k: v for k, v in opt.state[p].items() if isinstance(v, np.ndarray)} for p in (big, small)}
 
-    tracemalloc.start()
-    try:
-        probe = np.empty(250_000, dtype=np.float32)                   # NumPy's allocations are visible: 1 MB
-        assert tracemalloc.get_traced_memory()[1] >= probe.nbytes
-        del probe
-        tracemalloc.reset_peak()
-        for _ in range(3): opt.step()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 64_000, f"a step allocated {peak} bytes; the 4 MB parameter needs none"
+    for _ in range(3): opt.step()
 
     for p, arr in zip((big, small), arrays):
         assert p.data is arr and p.dtype == np.float32 and p.grad.dtype == np.float32

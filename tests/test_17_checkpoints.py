@@ -7,41 +7,10 @@ import numpy as np
 import pytest
 
 from tinytorch.core.layers import CheckpointError, save
-from tinytorch.core.tensor import manual_seed
-from tinytorch.text.tokenization import CharTokenizer
-from tinytorch.training import (DataError, Trainer, TrainConfig, build_model, get_batch, get_preset, prepare_data,
-                                python_stdlib_corpus)
+from tinytorch.training import DataError, get_batch, get_preset
 from tinytorch.checkpoints import load_checkpoint, model_from_checkpoint, resume_config, run
 
-CORPUS_MODULES = ("textwrap", "heapq", "bisect", "string", "fnmatch", "colorsys")
-
-
-@pytest.fixture(scope="module")
-def corpus():
-    text = python_stdlib_corpus(CORPUS_MODULES)
-    assert len(text) > 40_000
-    return text
-
-
-@pytest.fixture
-def corpus_file(tmp_path, corpus):
-    path = tmp_path / "corpus.txt"
-    path.write_text(corpus)
-    return path
-
-
-def _tiny(**kw):
-    base = dict(context_length=16, batch_size=4, num_layers=1, num_heads=2, embed_dim=16, max_iters=30,
-                lr_decay_iters=30, warmup_iters=3, eval_interval=10, eval_iters=2, log_interval=10)
-    return TrainConfig(**{**base, **kw})
-
-
-def _trainer(corpus, tmp_path, config, name="run"):
-    tok = CharTokenizer.from_text(corpus)
-    train, val, _ = prepare_data(corpus, tok, tmp_path / name / "data")
-    manual_seed(config.seed)
-    model = build_model(config, tok.vocab_size)
-    return Trainer(model, train, val, config, tok, tmp_path / name, log=lambda *a: None, progress="none")
+from tests.training_fixtures import corpus, corpus_file, make_trainer as _trainer, tiny_config as _tiny  # noqa: F401
 
 
 def test_short_run_lowers_the_loss(tmp_path, corpus_file):

@@ -47,7 +47,7 @@ from .core.layers import save, load
 # writes "textbook" there (the learner's own functions run, not the reference kernels) and
 # `tito module complete 18` removes it.
 import os as _os
-from . import accel
+from . import accel, parallel
 
 
 def _kernels_setting():
@@ -60,5 +60,8 @@ def _kernels_setting():
     return _os.environ.get("TINYTORCH_KERNELS") or (words[0] if words else "fast")
 
 
+# The same switch registers the parallelism chapter's in-place optimizer updates (scratch
+# buffers instead of temporaries) in place of the optimizers' textbook `_update_group`.
 if _kernels_setting() != "textbook":
     accel.enable()
+    parallel.enable()

@@ -36,10 +36,9 @@
 # - **Parameter groups.** An optimizer holds a list of groups, each with its own parameters
 #   and options. A GPT decays its weight matrices but not its biases and norm gains, which is
 #   two groups with different `weight_decay`; a schedule changes `lr` in every group.
-# - **Updates in place, without allocating.** The moment buffers are allocated once, at a
-#   parameter's first step, and every later step overwrites them and the parameter with
-#   NumPy's `out=` and in-place operators, using reusable scratch buffers. A float32
-#   parameter stays float32, and so does its optimizer state.
+# - **Updates in place.** The moment buffers are allocated once, at a parameter's first
+#   step, and every later step overwrites them and the parameter in place, so a model keeps
+#   its arrays. A float32 parameter stays float32, and so does its optimizer state.
 # - **A state dict that resumes exactly.** `state_dict()` holds NumPy copies of the moments
 #   and the step counters, so a checkpoint restored into a fresh optimizer continues the
 #   run bit for bit.
@@ -57,7 +56,7 @@
 #| export
 import math
 import numpy as np
-from tinytorch.core.tensor import Tensor, as_tensor
+from tinytorch.core.tensor import Tensor, as_tensor, replaceable
 
 # %% [markdown]
 # ## The optimizer base class
@@ -99,7 +98,6 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups = []
         self.state = {}
-        self.scratch = {}                    # (dtype, k) -> a buffer `_tmp` reuses every step
         if isinstance(params, Tensor): params = [params]
         params = list(params)
         if not params: raise ValueError(f"{type(self).__name__} got an empty parameter list")
@@ -148,15 +146,6 @@ class Optimizer:
             if g.shape != p.data.shape:
                 raise ValueError(f"a parameter of shape {p.shape} has a gradient of shape {g.shape}")
             yield p, p.data, g
-
-    def _tmp(self, like, k=0):
-        "Scratch array number k with the shape and dtype of `like`: a view into a buffer of `self.scratch`, reused every step."
-        buffers = self.scratch
-        buf = buffers.get((like.dtype, k))
-        if buf is None or buf.size < like.size:
-            largest = max(p.size for g in self.param_groups for p in g["params"])
-            buf = buffers[(like.dtype, k)] = np.empty(max(largest, like.size), dtype=like.dtype)
-        return buf[:like.size].reshape(like.shape)
 
     def zero_grad(self, set_to_none=True):
         "Drop every gradient (`set_to_none=True`, the default) or fill it with zeros in place."
@@ -277,15 +266,17 @@ Optimizer.load_state_dict = _load_state_dict
 # - **Nesterov** momentum looks ahead: it steps along $d + \mu\, b$ instead of $b$.
 #   (PyTorch requires $\mu > 0$ and $\tau = 0$ for it, and so do we.)
 #
-# Every array operation writes into memory we already own: the momentum buffer, the
-# parameter, or a scratch view from `self._tmp`. `np.multiply(a, s, out=t)` is the
-# allocation-free spelling of `t = a * s`; a gradient is never modified, because the caller
-# may still read it (for logging, or for gradient accumulation).
+# The code reads as the formulas do. The parameter and the momentum buffer are updated in
+# place (`w -= ...`, `b[...] = ...`), because the model and the saved state hold those very
+# arrays; a gradient is never modified, because the caller may still read it (for logging,
+# or for gradient accumulation). Each expression such as `momentum * b + (1 - dampening) * d`
+# allocates temporary arrays as large as the parameter; the parallelism chapter registers
+# in its place a kernel with the same arithmetic that writes into reusable scratch buffers
+# (`@replaceable("sgd_update")`), tested equal to this one.
 #
 # `step()` hands each group's list of (parameter, array, gradient) triples to
 # `_update_group(group, params)`. Every parameter's update is independent of the others,
-# so module 19 can split that list and update the parts on several threads at once, giving
-# each thread its own `scratch` dictionary.
+# so the parallelism chapter can split that list and update the parts on several threads.
 
 # %%
 #| export
@@ -304,6 +295,7 @@ class SGD(Optimizer):
                   f"Nesterov momentum requires a momentum > 0 and zero dampening{where}; "
                   f"got momentum={options['momentum']}, dampening={options['dampening']}")
 
+    @replaceable("sgd_update")
     def _update_group(self, group, params):
         "SGD step, in place on each (p, w, g) of `params`: weight decay, momentum buffer in `self.state[p]`, Nesterov."
         lr, momentum, dampening = float(group["lr"]), float(group["momentum"]), float(group["dampening"])
@@ -311,28 +303,16 @@ class SGD(Optimizer):
         for p, w, g in params:
             # hint: d = g + λw; b = d on the first step, then b = μb + (1-τ)d; Nesterov uses d + μb, else b; w -= η·d
             ### BEGIN SOLUTION
-            d = g
-            if weight_decay != 0:                                   # d = g + λ w
-                d = np.multiply(w, weight_decay, out=self._tmp(w, 0))
-                d += g
+            d = g + weight_decay * w if weight_decay != 0 else g
             if momentum != 0:
                 state = self.state.setdefault(p, {})
-                buf = state.get("momentum_buffer")
-                if buf is None:                                     # first step: b = d (allocated once)
-                    buf = state["momentum_buffer"] = d.copy()
-                else:                                               # b = μ b + (1 - τ) d
-                    buf *= momentum
-                    if dampening != 0:
-                        buf += np.multiply(d, 1 - dampening, out=self._tmp(w, 1))
-                    else:
-                        buf += d
-                if nesterov:                                        # d = d + μ b
-                    ahead = np.multiply(buf, momentum, out=self._tmp(w, 1))
-                    ahead += d
-                    d = ahead
+                b = state.get("momentum_buffer")
+                if b is None:                                       # first step: b = d (allocated once)
+                    b = state["momentum_buffer"] = d.copy()
                 else:
-                    d = buf
-            w += np.multiply(d, -lr, out=self._tmp(w, 0))           # w = w - η d
+                    b[...] = momentum * b + (1 - dampening) * d
+                d = d + momentum * b if nesterov else b
+            w -= lr * d
             ### END SOLUTION
 
 # %% [markdown]
@@ -385,10 +365,11 @@ def test_sgd_by_hand():
 # On the first step $\hat m = g$ and $\hat v = g^2$, so every weight moves by almost exactly
 # $\eta$, whatever the scale of its gradient.
 #
-# We compute it in PyTorch's arrangement, which needs no array for $\hat m$:
+# The code below is these formulas, line by line. Each line allocates temporaries as large as the
+# parameter; the parallelism chapter registers an in-place kernel for it
+# (`@replaceable("adam_update")`) that computes the same in PyTorch's arrangement,
 # $w \leftarrow w - \frac{\eta}{1-\beta_1^t} \cdot m \,/\, \big(\sqrt{v}/\sqrt{1-\beta_2^t} + \varepsilon\big)$,
-# and we update $m$ as $m + (1-\beta_1)(g - m)$, which is the same average written as
-# PyTorch's `lerp` computes it.
+# in reusable scratch buffers.
 #
 # **Weight decay.** `Adam(weight_decay=λ)` adds $\lambda w$ to the gradient (an L2 penalty),
 # which then passes through the division by $\sqrt{\hat v}$: weights with large gradients
@@ -416,6 +397,7 @@ class Adam(Optimizer):
             _validate(0.0 <= float(beta) < 1.0, f"Invalid beta parameter at index {i}: {beta}{where}; it must be in [0, 1)")
         _validate(float(options["eps"]) >= 0, f"Invalid epsilon value: {options['eps']}{where}; it must be >= 0")
 
+    @replaceable("adam_update")
     def _update_group(self, group, params):
         "Adam(W) step, in place on each (p, w, g) of `params`: weight decay, moments in `self.state[p]`, bias-corrected w update."
         lr, eps, weight_decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
@@ -426,24 +408,18 @@ class Adam(Optimizer):
             if state is None:                                       # first step: allocate the moments once
                 state = self.state[p] = {"step": 0, "exp_avg": np.zeros_like(w), "exp_avg_sq": np.zeros_like(w)}
             m, v = state["exp_avg"], state["exp_avg_sq"]
-            # hint: count the step; decay (AdamW: w *= 1-ηλ, Adam: g + λw); update m, v; w -= η/(1-β1^t) · m/(√v/√(1-β2^t) + ε)
+            # hint: count the step; decay (AdamW: w *= 1-ηλ, Adam: g + λw); update m, v in place; w -= η m̂/(√v̂ + ε)
             ### BEGIN SOLUTION
             state["step"] += 1
             t = state["step"]
             if weight_decay != 0:
-                if decoupled:                                       # AdamW: w = w (1 - η λ)
-                    w *= 1 - lr * weight_decay
-                else:                                               # Adam: g = g + λ w
-                    decayed = np.multiply(w, weight_decay, out=self._tmp(w, 0))
-                    decayed += g
-                    g = decayed
-            tmp = self._tmp(w, 1)
-            np.subtract(g, m, out=tmp); tmp *= 1 - beta1; m += tmp              # m = m + (1 - β1)(g - m)
-            np.multiply(g, 1 - beta2, out=tmp); tmp *= g; v *= beta2; v += tmp  # v = β2 v + (1 - β2) g²
-            bias_correction1 = 1 - beta1 ** t
-            bias_correction2 = 1 - beta2 ** t
-            np.sqrt(v, out=tmp); tmp /= bias_correction2 ** 0.5; tmp += eps    # denominator √v̂ + ε
-            np.divide(m, tmp, out=tmp); tmp *= -lr / bias_correction1; w += tmp
+                if decoupled: w *= 1 - lr * weight_decay                 # AdamW: w = w (1 - η λ)
+                else: g = g + weight_decay * w                          # Adam: g = g + λ w
+            m[...] = beta1 * m + (1 - beta1) * g
+            v[...] = beta2 * v + (1 - beta2) * g * g
+            m_hat = m / (1 - beta1 ** t)
+            v_hat = v / (1 - beta2 ** t)
+            w -= lr * m_hat / (np.sqrt(v_hat) + eps)
             ### END SOLUTION
 
 

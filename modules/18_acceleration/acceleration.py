@@ -600,12 +600,8 @@ def _layer_norm_backward(g, xhat, rstd, w, w_shape, b_shape, x_shape):
 
 def fused_linear_gelu(x, weight, bias=None):
     "module 12's linear_gelu as one op 'linear_gelu': one GEMM, the tanh GELU in place."
+    check_linear_input(x, weight)                        # the checks (and messages) of the textbook's linear
     in_features = weight.shape[1]
-    if x.shape[-1:] != (in_features,):
-        raise ValueError(f"linear_gelu: input of shape {x.shape} does not match weight of shape {weight.shape}; "
-                         f"expected last dimension {in_features}")
-    if x.dtype.kind != "f":
-        raise TypeError(f"linear_gelu: expected a floating-point input, got dtype {x.dtype}")
     x2 = x.data.reshape(-1, in_features)
     h = x2 @ weight.data.T
     if bias is not None: h += bias.data

@@ -21,7 +21,7 @@
 # products *and* inside large elementwise ops, so the threads really run at the same time.
 #
 # You complete one function, `DataParallel.forward_backward`. Test it from the shell with
-# `tito module test 18`; `tito module complete 18` tests, exports and runs the package tests.
+# `tito module test 19`; `tito module complete 19` tests, exports and runs the package tests.
 #
 # Why the result is the same as one big batch: the loss is a mean over the $N$ rows, so with
 # micro-batch $i$ holding $n_i$ rows and mean loss $L_i$,
@@ -42,7 +42,7 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
-from tinytorch.core.tensor import as_tensor, get_rng, random_source, set_random_source
+from tinytorch.core.tensor import KERNELS, as_tensor, get_rng, random_source, register_kernel, set_random_source
 from tinytorch.core.autograd import grad, is_grad_enabled, no_grad, set_grad_enabled
 from tinytorch.core.optimizers import Optimizer, clip_grad_norm_
 from tinytorch.training import language_model_loss
@@ -94,7 +94,7 @@ def limit_blas_threads(n=1):
 #   program that never starts any keeps module 01's plain source. The main thread still
 #   draws from the same shared generator afterwards, so `manual_seed` and a checkpoint's
 #   saved generator state mean what they meant before.
-# - **Optimizer scratch buffers** (module 07, `optimizer.scratch`) are reused by every
+# - **Optimizer scratch buffers** (section 4, `optimizer.scratch`) are reused by every
 #   step; two threads updating parameters at once must not write into the same buffer.
 #   Each worker updates through a shallow copy of the optimizer (the same parameter groups
 #   and the same state dict) that carries a scratch dictionary of its own.
@@ -301,7 +301,7 @@ class DataParallel:
         "One view of `optimizer` per worker: its groups and state, a scratch dict of the worker's own (kept across steps)."
         scratch = self._scratch.get(optimizer)
         if scratch is None:
-            scratch = self._scratch[optimizer] = [optimizer.scratch] + [{} for _ in range(self.threads - 1)]
+            scratch = self._scratch[optimizer] = [scratch_buffers(optimizer)] + [{} for _ in range(self.threads - 1)]
         views = [optimizer]
         for buffers in scratch[1:]:
             view = copy.copy(optimizer)                  # shallow: the same param_groups and state objects
@@ -468,8 +468,7 @@ if __name__ == "__main__":
               "test_worker_exception*", "test_grad_mode*", "test_any_model*")
 
 # %% [markdown]
-# The optimizer step and evaluation: the same numbers as on one thread, bit for bit, and
-# each worker with its own scratch buffers.
+# The optimizer step and evaluation: the same numbers as on one thread, bit for bit.
 
 # %%
 def test_split_by_size_balances_in_order():
@@ -477,24 +476,6 @@ def test_split_by_size_balances_in_order():
     parts = _split_by_size(items, 2)
     assert [len(p) for p in parts] == [5, 2] and [i for p in parts for i in p] == items   # 10 and 10 elements
     assert _split_by_size(items[:1], 3) == [items[:1]] and _split_by_size([], 2) == []
-
-@pytest.mark.parametrize("make", [lambda ps: AdamW(weight_decay_groups(ps, 0.1), lr=1e-2, betas=(0.9, 0.99)),
-                                  lambda ps: SGD(ps, lr=1e-2, momentum=0.9, weight_decay=0.01)])
-def test_threaded_optimizer_step_equals_optimizer_step(make):
-    runs = []
-    for threads in (1, 2):
-        model, x, y = _parallel_fixture(np.float32, seed=3)
-        optimizer, one, runner = make(list(model.parameters())), DataParallel(model, 1), DataParallel(model, threads)
-        for _ in range(3):
-            model.zero_grad()
-            one.forward_backward(x, y)                                     # the same gradients in both runs
-            runner.optimizer_step(optimizer)
-        runs.append([p.data.copy() for p in model.parameters()])
-        if threads == 2:                                                   # each worker wrote its own buffers
-            first, second = runner._scratch[optimizer]
-            assert first is optimizer.scratch and first and second
-            assert not {id(b) for b in first.values()} & {id(b) for b in second.values()}
-    assert all(np.array_equal(a, b) for a, b in zip(*runs))              # the same bits: each update is per parameter
 
 def test_an_optimizer_with_its_own_step_runs_it():
     model, x, y = _parallel_fixture(np.float32)
@@ -519,7 +500,238 @@ def test_mean_loss_over_threads_equals_one_thread_and_needs_no_graph():
 
 # %%
 if __name__ == "__main__":
-    run_tests("test_split*", "test_threaded*", "test_an_optimizer*", "test_mean_loss*")
+    run_tests("test_split*", "test_an_optimizer*", "test_mean_loss*")
+
+# %% [markdown]
+# ## 4. Optimizer updates without temporaries
+#
+# The optimizers chapter writes each update as its formula reads, for example
+# `m[...] = beta1 * m + (1 - beta1) * g`: every product and sum allocates a temporary array
+# as large as the parameter, several per parameter and step. The kernels below do the same
+# arithmetic in place, with NumPy's `out=` and in-place operators, writing intermediate
+# results into *scratch buffers*: flat arrays kept in `optimizer.scratch` (keyed by dtype and
+# slot), allocated at the first step and reused by every later one. A step then allocates
+# nothing, and a DataParallel worker updates through a view with scratch buffers of its own.
+# Adam's kernel uses PyTorch's arrangement, which needs no array for $\hat m$:
+# $w \leftarrow w - \frac{\eta}{1-\beta_1^t} \cdot m \,/\, \big(\sqrt{v}/\sqrt{1-\beta_2^t} + \varepsilon\big)$,
+# with $m$ updated as $m + (1-\beta_1)(g - m)$, as PyTorch's `lerp` computes it.
+#
+# `SGD._update_group` and `Adam._update_group` are marked `@replaceable("sgd_update")` and
+# `@replaceable("adam_update")`; `enable()` registers these kernels in their place. It is
+# called in one place, `tinytorch/__init__.py`, beside the acceleration chapter's
+# `accel.enable()` and under the same condition.
+
+# %%
+#| export
+def scratch_buffers(optimizer):
+    "The optimizer's scratch dict, (dtype, k) -> a flat array, created at its first in-place update."
+    buffers = getattr(optimizer, "scratch", None)
+    if buffers is None: buffers = optimizer.scratch = {}
+    return buffers
+
+
+def _tmp(optimizer, like, k=0):
+    "Scratch array number k with the shape and dtype of `like`: a view into a buffer of `optimizer.scratch`, reused every step."
+    buffers = scratch_buffers(optimizer)
+    buf = buffers.get((like.dtype, k))
+    if buf is None or buf.size < like.size:
+        largest = max(p.size for g in optimizer.param_groups for p in g["params"])
+        buf = buffers[(like.dtype, k)] = np.empty(max(largest, like.size), dtype=like.dtype)
+    return buf[:like.size].reshape(like.shape)
+
+
+def sgd_update(optimizer, group, params):
+    "SGD._update_group in place, with scratch buffers: the same arithmetic, no temporaries."
+    lr, momentum, dampening = float(group["lr"]), float(group["momentum"]), float(group["dampening"])
+    weight_decay, nesterov = float(group["weight_decay"]), group["nesterov"]
+    for p, w, g in params:
+        d = g
+        if weight_decay != 0:                                   # d = g + λ w
+            d = np.multiply(w, weight_decay, out=_tmp(optimizer, w, 0))
+            d += g
+        if momentum != 0:
+            state = optimizer.state.setdefault(p, {})
+            buf = state.get("momentum_buffer")
+            if buf is None:                                     # first step: b = d (allocated once)
+                buf = state["momentum_buffer"] = d.copy()
+            else:                                               # b = μ b + (1 - τ) d
+                buf *= momentum
+                if dampening != 0:
+                    buf += np.multiply(d, 1 - dampening, out=_tmp(optimizer, w, 1))
+                else:
+                    buf += d
+            if nesterov:                                        # d = d + μ b
+                ahead = np.multiply(buf, momentum, out=_tmp(optimizer, w, 1))
+                ahead += d
+                d = ahead
+            else:
+                d = buf
+        w += np.multiply(d, -lr, out=_tmp(optimizer, w, 0))     # w = w - η d
+
+
+def adam_update(optimizer, group, params):
+    "Adam._update_group in place, with scratch buffers, in PyTorch's arrangement."
+    lr, eps, weight_decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
+    beta1, beta2 = (float(b) for b in group["betas"])
+    decoupled = group["decoupled_weight_decay"]
+    for p, w, g in params:
+        state = optimizer.state.get(p)
+        if state is None:                                       # first step: allocate the moments once
+            state = optimizer.state[p] = {"step": 0, "exp_avg": np.zeros_like(w), "exp_avg_sq": np.zeros_like(w)}
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        state["step"] += 1
+        t = state["step"]
+        if weight_decay != 0:
+            if decoupled:                                       # AdamW: w = w (1 - η λ)
+                w *= 1 - lr * weight_decay
+            else:                                               # Adam: g = g + λ w
+                decayed = np.multiply(w, weight_decay, out=_tmp(optimizer, w, 0))
+                decayed += g
+                g = decayed
+        tmp = _tmp(optimizer, w, 1)
+        np.subtract(g, m, out=tmp); tmp *= 1 - beta1; m += tmp              # m = m + (1 - β1)(g - m)
+        np.multiply(g, 1 - beta2, out=tmp); tmp *= g; v *= beta2; v += tmp  # v = β2 v + (1 - β2) g²
+        bias_correction1 = 1 - beta1 ** t
+        bias_correction2 = 1 - beta2 ** t
+        np.sqrt(v, out=tmp); tmp /= bias_correction2 ** 0.5; tmp += eps    # denominator √v̂ + ε
+        np.divide(m, tmp, out=tmp); tmp *= -lr / bias_correction1; w += tmp
+
+
+OPTIMIZER_KERNELS = {"sgd_update": sgd_update, "adam_update": adam_update}
+
+
+def enable():
+    "Register the in-place optimizer updates in place of the textbook `_update_group` methods."
+    for name, kernel in OPTIMIZER_KERNELS.items():
+        register_kernel(name, kernel)
+
+
+def disable():
+    "Remove this chapter's optimizer kernels: the textbook updates run again."
+    for name in OPTIMIZER_KERNELS:
+        register_kernel(name, None)
+
+
+def enabled():
+    "True if every optimizer kernel of this chapter is registered."
+    return all(KERNELS.get(name) is kernel for name, kernel in OPTIMIZER_KERNELS.items())
+
+# %% [markdown]
+# Each kernel equals its textbook twin: several steps from the same start agree to 1e-12 in
+# float64 (SGD's arithmetic is even the same, bit for bit) and to float32's precision, and
+# once the first steps have allocated the state and the scratch buffers, a step allocates
+# nothing. The textbook runs are the package's methods with no kernel registered.
+
+# %%
+import tracemalloc
+from tinytorch.core.optimizers import Adam
+
+@contextlib.contextmanager
+def optimizer_kernels(fast):
+    "A context with the optimizer kernels registered (fast) or not; the previous registrations come back afterwards."
+    saved = {name: KERNELS.get(name) for name in OPTIMIZER_KERNELS}
+    enable() if fast else disable()
+    try:
+        yield
+    finally:
+        for name, kernel in saved.items():
+            register_kernel(name, kernel)
+
+TWINS = {
+    "sgd": lambda ps: SGD(ps, lr=0.1),
+    "sgd_momentum_dampening_wd": lambda ps: SGD(ps, lr=0.1, momentum=0.9, dampening=0.3, weight_decay=0.05),
+    "sgd_nesterov_wd": lambda ps: SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.05),
+    "adam": lambda ps: Adam(ps, lr=1e-2, betas=(0.8, 0.95)),
+    "adam_l2": lambda ps: Adam(ps, lr=1e-2, weight_decay=0.1),
+    "adamw": lambda ps: AdamW(ps, lr=1e-2, weight_decay=0.1),
+}
+
+def _run_optimizer(make, dtype, fast, steps=6):
+    "Parameters and state after `steps` steps on fixed gradients, with the kernels registered (fast) or not."
+    rng = np.random.default_rng(7)
+    params = [Tensor(rng.standard_normal(shape), dtype=dtype, requires_grad=True) for shape in ((5, 4), (4,))]
+    opt = make(params)
+    with optimizer_kernels(fast):
+        for _ in range(steps):
+            for p in params: p.grad = Tensor(rng.standard_normal(p.shape), dtype=dtype)
+            opt.step()
+    assert bool(getattr(opt, "scratch", None)) == fast             # the kernel ran, or the textbook method
+    arrays = [p.data for p in params] + [v for p in params for k, v in sorted(opt.state.get(p, {}).items()) if k != "step"]
+    return arrays
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+@pytest.mark.parametrize("name", sorted(TWINS))
+def test_optimizer_kernel_equals_textbook(name, dtype, rtol):
+    textbook, fast = _run_optimizer(TWINS[name], dtype, False), _run_optimizer(TWINS[name], dtype, True)
+    assert len(textbook) == len(fast) and len(fast) >= 2
+    for a, b in zip(textbook, fast):
+        assert a.dtype == b.dtype == dtype
+        assert np.allclose(b, a, rtol=rtol, atol=0), (name, np.abs(b - a).max())
+    if name.startswith("sgd"):                                      # the same operations, in the same order
+        assert all(np.array_equal(a, b) for a, b in zip(textbook, fast))
+
+@pytest.mark.parametrize("name", ["adamw", "adam_l2", "sgd_nesterov_wd", "sgd_momentum_dampening_wd"])
+def test_optimizer_kernels_allocate_nothing_and_keep_float32(name):
+    with optimizer_kernels(True):
+        _steps_allocate_nothing(TWINS[name])
+
+def _steps_allocate_nothing(make):
+    rng = np.random.default_rng(0)
+    big = Tensor(rng.standard_normal((1000, 1000)).astype(np.float32), requires_grad=True)
+    small = Tensor(rng.standard_normal(1000).astype(np.float32), requires_grad=True)
+    opt = make([big, small])
+    for p in (big, small): p.grad = Tensor(rng.standard_normal(p.shape).astype(np.float32))
+    arrays = [p.data for p in (big, small)]
+    opt.step()                                                       # the first steps allocate state and scratch
+    opt.step()
+    tracemalloc.start()
+    try:
+        probe = np.empty(250_000, dtype=np.float32)                   # NumPy's allocations are visible: 1 MB
+        assert tracemalloc.get_traced_memory()[1] >= probe.nbytes
+        del probe
+        tracemalloc.reset_peak()
+        for _ in range(3): opt.step()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64_000, f"a step allocated {peak} bytes; the 4 MB parameter needs none"
+    for p, arr in zip((big, small), arrays):
+        assert p.data is arr and p.dtype == np.float32 and p.grad.dtype == np.float32
+        assert all(v.dtype == np.float32 for k, v in opt.state[p].items() if k != "step")
+
+@pytest.mark.parametrize("make", [lambda ps: AdamW(weight_decay_groups(ps, 0.1), lr=1e-2, betas=(0.9, 0.99)),
+                                  lambda ps: SGD(ps, lr=1e-2, momentum=0.9, weight_decay=0.01)])
+@pytest.mark.parametrize("fast", [True, False], ids=["kernels", "textbook"])
+def test_threaded_optimizer_step_equals_optimizer_step(make, fast):
+    with optimizer_kernels(fast):
+        _threaded_step_equals_step(make, fast)
+
+def _threaded_step_equals_step(make, fast):
+    runs = []
+    for threads in (1, 2):
+        model, x, y = _parallel_fixture(np.float32, seed=3)
+        optimizer, one, runner = make(list(model.parameters())), DataParallel(model, 1), DataParallel(model, threads)
+        for _ in range(3):
+            model.zero_grad()
+            one.forward_backward(x, y)                                     # the same gradients in both runs
+            runner.optimizer_step(optimizer)
+        runs.append([p.data.copy() for p in model.parameters()])
+        if threads == 2 and fast:                                          # each worker wrote its own buffers
+            first, second = runner._scratch[optimizer]
+            assert first is optimizer.scratch and first and second
+            assert not {id(b) for b in first.values()} & {id(b) for b in second.values()}
+    assert all(np.array_equal(a, b) for a, b in zip(*runs))              # the same bits: each update is per parameter
+
+def test_enable_disable():
+    with optimizer_kernels(False):
+        enable()
+        assert enabled() and KERNELS["sgd_update"] is sgd_update and KERNELS["adam_update"] is adam_update
+        disable()
+        assert not enabled() and all(name not in KERNELS for name in OPTIMIZER_KERNELS)
+
+# %%
+if __name__ == "__main__":
+    run_tests("test_optimizer_kernel*", "test_threaded*", "test_enable_disable")
 
 # %% [markdown]
 # ## Experiments to try

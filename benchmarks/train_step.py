@@ -10,7 +10,8 @@ worker threads spin after each call and would slow PyTorch down), so the ratios 
 under the same machine conditions. The PyTorch times are then checked against PyTorch measured
 alone in a fresh process; where they differ by more than noise the ratio is flagged, not printed.
 Peak memory of a training step is measured in a fresh subprocess per framework, as the growth of
-peak RSS over the resident size before the step.
+peak RSS over the resident size before the step, summed over the process and its data-parallel
+worker processes (pages they share are counted in each: an upper bound).
 """
 import argparse
 import os
@@ -97,21 +98,28 @@ def torch_alone(name, steps, rounds):
 
 def peak_memory(name, framework, threads=1):
     """Peak RSS growth over the built model during its first three training steps (activations, gradients,
-    optimizer state), in a fresh process; None where /proc is unavailable."""
+    optimizer state), in a fresh process, summed over that process and its worker processes; None where /proc
+    is unavailable."""
     if not os.path.exists("/proc/self/clear_refs"): return None
     return run_standalone(_peak_memory_here, name, framework, threads)
 
 
+def _status(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
+
+
 def _peak_memory_here(name, framework, threads):
-    def rss(key):
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
+    import multiprocessing
     cfg = CONFIGS[name]
     train, _ = tinytorch_setup(cfg, threads) if framework == "tinytorch" else torch_setup(cfg)
-    with open("/proc/self/clear_refs", "w") as f: f.write("5")
-    before = rss("VmRSS:")
+    pids = [os.getpid()] + [p.pid for p in multiprocessing.active_children()]    # worker processes count too
+    for pid in pids:
+        with open(f"/proc/{pid}/clear_refs", "w") as f: f.write("5")          # restart the peak (VmHWM) here
+    before = {pid: _status(pid, "VmRSS:") for pid in pids}
     for _ in range(3): train()
-    return {"peak_growth": rss("VmHWM:") - before, "resident": before}
+    return {"peak_growth": sum(_status(pid, "VmHWM:") - before[pid] for pid in pids), "resident": sum(before.values()),
+            "processes": len(pids)}
 
 
 def main(argv=None):
@@ -154,12 +162,12 @@ def main(argv=None):
             mem = {"tinytorch": peak_memory(name, "tinytorch", max(args.threads))}
             if ref is not None: mem["pytorch"] = peak_memory(name, "pytorch")
             results[name]["memory"] = mem
-            mrows = [[fw, m["peak_growth"] / 2**20, m["resident"] / 2**20] for fw, m in mem.items() if m]
+            mrows = [[fw, m["processes"], m["peak_growth"] / 2**20, m["resident"] / 2**20] for fw, m in mem.items() if m]
             if mem.get("pytorch") and mem.get("tinytorch"):
                 ratio = mem["tinytorch"]["peak_growth"] / max(mem["pytorch"]["peak_growth"], 1)
                 print(f"peak memory ratio tinytorch/pytorch: {ratio:.2f}")
                 results[name]["memory_ratio"] = ratio
-            print_table(["framework", "step peak growth MiB", "resident before MiB"], mrows)
+            print_table(["framework", "processes", "step peak growth MiB", "resident before MiB"], mrows)
     path = write_results("train_step", {"results": results}, info)
     print(f"\nresults written to {path}")
 

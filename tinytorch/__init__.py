@@ -47,7 +47,7 @@ from .core.layers import save, load
 # writes "textbook" there (the learner's own functions run, not the reference kernels) and
 # `tito module complete 18` removes it.
 import os as _os
-from . import accel, parallel
+from . import accel, parallel, processes
 
 
 def _kernels_setting():
@@ -61,7 +61,9 @@ def _kernels_setting():
 
 
 # The same switch registers the parallelism chapter's in-place optimizer updates (scratch
-# buffers instead of temporaries) in place of the optimizers' textbook `_update_group`.
+# buffers instead of temporaries) in place of the optimizers' textbook `_update_group`, and
+# module 20's data parallelism over worker processes in place of module 19's threads.
 if _kernels_setting() != "textbook":
     accel.enable()
     parallel.enable()
+    processes.enable()

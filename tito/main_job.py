@@ -55,7 +55,8 @@ HYPERPARAMETERS = (
     ("eval_iters", int, (), "Batches per split in each evaluation."),
     ("log_interval", int, (), "Steps between progress lines when no progress bar is shown."),
     ("seed", int, (), "Random seed: initialisation, batches and dropout."),
-    ("threads", int, (), "Worker threads: each step's batch is split over them (0: one per core)."),
+    ("threads", int, (), "Parallel workers: each step's batch is split over them (0: one per core). "
+                        "They are processes where the system can fork, else threads."),
 )
 
 
@@ -255,7 +256,7 @@ def _train(preset: str, out: Optional[Path], resume: Optional[Path], overwrite: 
     parallel = _import("parallel")
     trainer, result = checkpoints.run(config, out_dir, resume=ckpt["path"] if ckpt else None, log=_say,
                                    progress="auto" if progress else "none", overwrite=ckpt is not None or overwrite,
-                                   runner=lambda model: parallel.DataParallel(model, config.threads))
+                                   runner=lambda model: parallel.data_parallel(model, config.threads))
     if result.status == "interrupted":
         _say(f"Stopped at step {result.step} of {config.max_iters}. Continue with: tito train --resume {out_dir}")
         raise typer.Exit(INTERRUPTED)

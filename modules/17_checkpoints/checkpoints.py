@@ -495,6 +495,8 @@ def _run_locked(config, out_dir, resume, log, progress, callbacks, runner):
     except BaseException as e:                       # report this error, not a later one from writing the files
         _write_run_files(trainer, out_dir, config, log, first_error=e)
         raise
+    finally:
+        getattr(trainer.parallel, "close", lambda: None)()       # a runner's worker threads or processes end here
     _write_run_files(trainer, out_dir, config, log)
     return trainer, result
 

@@ -42,7 +42,8 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
-from tinytorch.core.tensor import KERNELS, as_tensor, get_rng, random_source, register_kernel, set_random_source
+from tinytorch.core.tensor import (KERNELS, as_tensor, get_rng, random_source, register_kernel, replaceable,
+                                   set_random_source)
 from tinytorch.core.autograd import grad, is_grad_enabled, no_grad, set_grad_enabled
 from tinytorch.core.optimizers import Optimizer, clip_grad_norm_
 from tinytorch.training import language_model_loss
@@ -201,10 +202,13 @@ def test_manual_seed_inside_local_rng_seeds_only_this_thread():
 # equal size, one per worker, and `mean_loss` spreads a list of evaluation batches the same
 # way. Each parameter and each batch gives the same numbers on any thread, so neither changes
 # a result.
+#
+# The rest of the package asks `data_parallel(model, workers)` for a runner. It is
+# replaceable: module 20 registers a runner over processes under that name.
 
 # %%
 #| export
-def _split_by_size(items, k):
+def split_by_size(items, k):
     "Split (parameter, array, ...) tuples into at most k runs of about equal total array size, in order."
     total, parts, part, done = sum(w.size for _, w, _ in items), [], [], 0
     for item in items:
@@ -216,7 +220,7 @@ def _split_by_size(items, k):
     return [q for q in parts + [part] if q]
 
 
-_PARALLEL_SUM_MIN = 2**21        # parameters below which summing gradients on one thread beats a round trip to the pool
+PARALLEL_SUM_MIN = 2**21        # parameters below which summing gradients on one thread beats a round trip to the pool
 
 
 def _sum_gradients(part, results):
@@ -282,8 +286,8 @@ class DataParallel:
         with limit_blas_threads(1):
             results = self._run([functools.partial(work, i) for i in range(k)])   # a worker's error is raised here
         items = [(p, p.data, j) for j, p in enumerate(params)]                     # before any .grad changes
-        if sum(p.size for p in params) < _PARALLEL_SUM_MIN: sums = [_sum_gradients(items, results)]
-        else: sums = self._run([functools.partial(_sum_gradients, part, results) for part in _split_by_size(items, k)])
+        if sum(p.size for p in params) < PARALLEL_SUM_MIN: sums = [_sum_gradients(items, results)]
+        else: sums = self._run([functools.partial(_sum_gradients, part, results) for part in split_by_size(items, k)])
         for part in sums:
             for p, total in part:
                 if p.grad is None: p.grad = as_tensor(total)
@@ -314,7 +318,7 @@ class DataParallel:
         if self._pool is None or type(optimizer).step is not Optimizer.step:
             return optimizer.step()                      # an optimizer with its own step() runs it as written
         views = self._views(optimizer)
-        plan = [(group, _split_by_size(list(optimizer._params_with_grad(group)), self.threads))
+        plan = [(group, split_by_size(list(optimizer._params_with_grad(group)), self.threads))
                 for group in optimizer.param_groups]
 
         def work(i):                                     # worker i: part i of every group, with its own scratch
@@ -338,9 +342,15 @@ class DataParallel:
         self._pool = None
 
 
+@replaceable("data_parallel")
+def data_parallel(model, workers=None, loss_fn=None):
+    "The package's data-parallel runner: DataParallel over threads (module 20 registers one over processes)."
+    return DataParallel(model, workers, loss_fn)
+
+
 def make_train_step(model, optimizer, clip=1.0, threads=1, loss_fn=None):
-    "A function step(x, y) -> loss: zero the gradients, forward and backward (over `threads`), clip, update."
-    runner = DataParallel(model, threads, loss_fn)
+    "A function step(x, y) -> loss: zero the gradients, forward and backward (over `threads` workers), clip, update."
+    runner = data_parallel(model, threads, loss_fn)
     params = [p for p in model.parameters() if p.requires_grad]
 
     def step(x, y):
@@ -380,7 +390,7 @@ def _grads_of(model, runner, x, y):
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
 @pytest.mark.parametrize("sums_on_pool", [False, True])
 def test_data_parallel_equals_one_thread(dtype, tol, sums_on_pool, monkeypatch):
-    if sums_on_pool: monkeypatch.setitem(globals(), "_PARALLEL_SUM_MIN", 0)   # as for a large model
+    if sums_on_pool: monkeypatch.setitem(globals(), "PARALLEL_SUM_MIN", 0)   # as for a large model
     model, x, y = _parallel_fixture(dtype)
     loss1, g1 = _grads_of(model, DataParallel(model, threads=1), x, y)
     loss3, g3 = _grads_of(model, DataParallel(model, threads=3), x, y)     # uneven split: 2, 1, 2 rows
@@ -391,7 +401,7 @@ def test_data_parallel_equals_one_thread(dtype, tol, sums_on_pool, monkeypatch):
         assert err <= tol * max(np.max(np.abs(a)), 1e-30), f"{name}: 3 threads differ from 1 by {err:.3g}"
 
 def test_accumulated_gradients_sum_on_the_pool_as_on_one_thread(monkeypatch):
-    monkeypatch.setitem(globals(), "_PARALLEL_SUM_MIN", 0)
+    monkeypatch.setitem(globals(), "PARALLEL_SUM_MIN", 0)
     model, x, y = _parallel_fixture(np.float64)
     runs = []
     for threads in (1, 2):
@@ -473,9 +483,9 @@ if __name__ == "__main__":
 # %%
 def test_split_by_size_balances_in_order():
     items = [(None, np.empty(n), None) for n in (5, 1, 1, 1, 2, 8, 2)]
-    parts = _split_by_size(items, 2)
+    parts = split_by_size(items, 2)
     assert [len(p) for p in parts] == [5, 2] and [i for p in parts for i in p] == items   # 10 and 10 elements
-    assert _split_by_size(items[:1], 3) == [items[:1]] and _split_by_size([], 2) == []
+    assert split_by_size(items[:1], 3) == [items[:1]] and split_by_size([], 2) == []
 
 def test_an_optimizer_with_its_own_step_runs_it():
     model, x, y = _parallel_fixture(np.float32)

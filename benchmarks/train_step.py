@@ -11,7 +11,8 @@ under the same machine conditions. The PyTorch times are then checked against Py
 alone in a fresh process; where they differ by more than noise the ratio is flagged, not printed.
 Peak memory of a training step is measured in a fresh subprocess per framework, as the growth of
 peak RSS over the resident size before the step, summed over the process and its data-parallel
-worker processes (pages they share are counted in each: an upper bound).
+worker processes; shared memory (parameters and gradients) is counted once, in the main process,
+which touches all of it.
 """
 import argparse
 import os
@@ -113,13 +114,15 @@ def _peak_memory_here(name, framework, threads):
     import multiprocessing
     cfg = CONFIGS[name]
     train, _ = tinytorch_setup(cfg, threads) if framework == "tinytorch" else torch_setup(cfg)
-    pids = [os.getpid()] + [p.pid for p in multiprocessing.active_children()]    # worker processes count too
-    for pid in pids:
+    me, workers = os.getpid(), [p.pid for p in multiprocessing.active_children()]    # worker processes count too
+    for pid in [me] + workers:
         with open(f"/proc/{pid}/clear_refs", "w") as f: f.write("5")          # restart the peak (VmHWM) here
-    before = {pid: _status(pid, "VmRSS:") for pid in pids}
+    before = {pid: (_status(pid, "VmRSS:"), _status(pid, "RssShmem:")) for pid in [me] + workers}
     for _ in range(3): train()
-    return {"peak_growth": sum(_status(pid, "VmHWM:") - before[pid] for pid in pids), "resident": sum(before.values()),
-            "processes": len(pids)}
+    growth = _status(me, "VmHWM:") - before[me][0]
+    for pid in workers:        # shared memory a worker touches is the parameters and gradients this process holds too
+        growth += _status(pid, "VmHWM:") - before[pid][0] - (_status(pid, "RssShmem:") - before[pid][1])
+    return {"peak_growth": growth, "resident": sum(rss for rss, _ in before.values()), "processes": 1 + len(workers)}
 
 
 def main(argv=None):

@@ -19,9 +19,7 @@ from multiprocessing.connection import wait
 import numpy as np
 from .core.tensor import as_tensor, get_rng, register_kernel
 from .core.autograd import grad, is_grad_enabled, no_grad, set_grad_enabled
-from .training import language_model_loss
-from .parallel import (PARALLEL_SUM_MIN, DataParallel, available_cores, limit_blas_threads, local_rng,
-                                split_by_size)
+from .parallel import PARALLEL_SUM_MIN, DataParallel, limit_blas_threads, local_rng, split_by_size
 
 # %% ../modules/20_processes/processes.py #4
 ALIGN = 64          # bytes: every array starts on a cache line of its own
@@ -146,11 +144,8 @@ class ProcessDataParallel:
     "Forward and backward of each batch split over `workers` processes (the main one included), through shared memory."
 
     def __init__(self, model, workers=None, loss_fn=None):
-        self.model = model
-        self.workers = available_cores() if workers in (None, 0) else int(workers)
-        if self.workers < 1: raise ValueError(f"workers must be >= 1, got {workers}")
-        self.loss_fn = loss_fn or language_model_loss
-        self.on_threads = DataParallel(model, self.workers, loss_fn)   # one stream, the optimizer step, the fallback
+        self.on_threads = DataParallel(model, workers, loss_fn)        # one stream, the optimizer step, the fallback
+        self.model, self.workers, self.loss_fn = model, self.on_threads.threads, self.on_threads.loss_fn
         self._procs, self._conns, self._params, self._stopper = [], [], None, None
         if self.workers > 1 and can_fork(): self._start()
 

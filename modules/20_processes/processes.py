@@ -16,8 +16,8 @@
 #
 # Module 19's threads run their matrix products at the same time, but everything else a
 # micro-batch does, building the graph node by node, the small ops, the backward pass's
-# bookkeeping, holds Python's global interpreter lock (GIL), and the two threads take turns.
-# On two cores two threads make a step about 15% faster, not twice as fast.
+# bookkeeping, holds Python's global interpreter lock (GIL), and the threads take turns.
+# Two threads make a step faster, but far from twice as fast.
 #
 # A process has an interpreter, and a lock, of its own. So here the micro-batches run in
 # worker processes, and the one question is how they share the model:
@@ -29,6 +29,21 @@
 #   adds them up in worker order, as module 19 does;
 # - only the small things travel through a pipe: the micro-batch's token ids, its random
 #   seed, and the loss back.
+#
+# ```
+#   main process (micro-batch 0)            worker process 1 (micro-batch 1)
+#   forward, backward                       forward, backward
+#   sum the gradients, optimizer step
+#          |      ---- x, y, seed ---->             |
+#          |      <------ loss -------              |
+#          |                                        |
+#    reads + updates                         reads parameters,
+#    parameters                              writes its gradients
+#          v                                        v
+#   +-----------------------------------------------------------+
+#   | shared memory:  parameters  |  worker 1's gradients        |
+#   +-----------------------------------------------------------+
+# ```
 #
 # The workers are made with `fork`: a copy of the main process, model included, that shares
 # the blocks mapped before it was made. The main process computes the first micro-batch
@@ -55,9 +70,7 @@ from multiprocessing.connection import wait
 import numpy as np
 from tinytorch.core.tensor import as_tensor, get_rng, register_kernel
 from tinytorch.core.autograd import grad, is_grad_enabled, no_grad, set_grad_enabled
-from tinytorch.training import language_model_loss
-from tinytorch.parallel import (PARALLEL_SUM_MIN, DataParallel, available_cores, limit_blas_threads, local_rng,
-                                split_by_size)
+from tinytorch.parallel import PARALLEL_SUM_MIN, DataParallel, limit_blas_threads, local_rng, split_by_size
 
 # %% [markdown]
 # ## 1. Shared memory
@@ -288,11 +301,8 @@ class ProcessDataParallel:
     "Forward and backward of each batch split over `workers` processes (the main one included), through shared memory."
 
     def __init__(self, model, workers=None, loss_fn=None):
-        self.model = model
-        self.workers = available_cores() if workers in (None, 0) else int(workers)
-        if self.workers < 1: raise ValueError(f"workers must be >= 1, got {workers}")
-        self.loss_fn = loss_fn or language_model_loss
-        self.on_threads = DataParallel(model, self.workers, loss_fn)   # one stream, the optimizer step, the fallback
+        self.on_threads = DataParallel(model, workers, loss_fn)        # one stream, the optimizer step, the fallback
+        self.model, self.workers, self.loss_fn = model, self.on_threads.threads, self.on_threads.loss_fn
         self._procs, self._conns, self._params, self._stopper = [], [], None, None
         if self.workers > 1 and can_fork(): self._start()
 
@@ -436,9 +446,8 @@ def disable():
 # dies.
 
 # %%
-from tinytorch.core.layers import Module
-from tinytorch.core.optimizers import SGD, AdamW
 from tinytorch.models.transformer import GPT
+from tinytorch.training import language_model_loss
 
 needs_fork = pytest.mark.skipif(not can_fork(), reason="worker processes need fork")
 
@@ -570,3 +579,17 @@ def test_grad_mode_and_mean_loss_as_on_one_stream():
 if __name__ == "__main__":
     run_tests("test_processes*", "test_deterministic*", "test_workers_see*", "test_a_worker*", "test_a_dead*",
               "test_grad_mode*")
+
+# %% [markdown]
+# ## Experiments to try
+#
+# 1. Time `DataParallel(model, 2).forward_backward(x, y)` against
+#    `ProcessDataParallel(model, 2).forward_backward(x, y)` on the GPT of
+#    `benchmarks/train_step.py` (config A), and each against one worker: the threads gain a
+#    little, the processes nearly halve the time.
+# 2. In `shared_arrays`, replace the `mmap` block by `np.empty` and run
+#    `test_a_forked_child_sees_the_parents_updates`: after a fork, ordinary memory is the
+#    child's own copy, and the parent's update never reaches it.
+# 3. Remove the `signal.signal(...)` line of `worker_loop` and press Ctrl-C during
+#    `tito train --threads 2`: the run still stops and saves its checkpoint, but every worker
+#    now prints a `KeyboardInterrupt` traceback of its own below the one-line message.

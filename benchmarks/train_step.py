@@ -1,6 +1,6 @@
 """Training-step, forward and memory benchmark: a tinytorch GPT against the same GPT in PyTorch eager.
 
-Run: python -m benchmarks.train_step [--configs A B] [--steps 10] [--rounds 3] [--threads 1 2]
+Run: python -m benchmarks.train_step [--configs A B] [--steps 10] [--rounds 3] [--threads 1 2] [--runner threads]
 
 Configurations (issue: performance):
   A: nanoGPT's CPU config: vocab 65, block 64, batch 12, 4 layers, 4 heads, width 128
@@ -36,7 +36,7 @@ def _batch(cfg, seed=0):
     return x, np.roll(x, -1, axis=1)
 
 
-def tinytorch_setup(cfg, threads=1):
+def tinytorch_setup(cfg, threads=1, runner="default"):
     import tinytorch
     from tinytorch.core.optimizers import AdamW, clip_grad_norm_, weight_decay_groups
     from tinytorch.models.transformer import GPT
@@ -45,7 +45,13 @@ def tinytorch_setup(cfg, threads=1):
     model = GPT(cfg["vocab"], cfg["width"], cfg["layers"], cfg["heads"], max_seq_len=cfg["block"])
     opt = AdamW(weight_decay_groups(model.parameters(), 0.1), lr=LR, betas=(0.9, 0.99))
     x, y = _batch(cfg)
-    step = make_train_step(model, opt, clip=CLIP, threads=threads)
+    if runner == "threads":                              # module 19's threads instead of module 20's processes
+        from tinytorch.core.tensor import KERNELS
+        saved = KERNELS.pop("data_parallel", None)
+        step = make_train_step(model, opt, clip=CLIP, threads=threads)
+        if saved is not None: KERNELS["data_parallel"] = saved
+    else:
+        step = make_train_step(model, opt, clip=CLIP, threads=threads)
 
     def train_step():
         return step(x, y)
@@ -81,10 +87,10 @@ def torch_setup(cfg):
 KINDS = ("train", "forward")
 
 
-def measure(cfg, steps, rounds, threads_list):
+def measure(cfg, steps, rounds, threads_list, runner="default"):
     "{run: {'train': Timing, 'forward': Timing}}, every run interleaved with the others in `rounds` rounds."
     torch = torch_or_none()
-    runs = {f"tinytorch-{t}t": tinytorch_setup(cfg, t) for t in threads_list}
+    runs = {f"tinytorch-{t}t": tinytorch_setup(cfg, t, runner) for t in threads_list}
     if torch is not None: runs["pytorch"] = torch_setup(cfg)
     samplers = {(name, kind): block_sampler(fn) for name, fns in runs.items() for kind, fn in zip(KINDS, fns)}
     samples = interleave(samplers, rounds, steps, side=lambda key: key[0])
@@ -97,12 +103,12 @@ def torch_alone(name, steps, rounds):
     return interleave(samplers, rounds, steps)
 
 
-def peak_memory(name, framework, threads=1):
+def peak_memory(name, framework, threads=1, runner="default"):
     """Peak RSS growth over the built model during its first three training steps (activations, gradients,
     optimizer state), in a fresh process, summed over that process and its worker processes; None where /proc
     is unavailable."""
     if not os.path.exists("/proc/self/clear_refs"): return None
-    return run_standalone(_peak_memory_here, name, framework, threads)
+    return run_standalone(_peak_memory_here, name, framework, threads, runner)
 
 
 def _status(pid, key):
@@ -110,10 +116,10 @@ def _status(pid, key):
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
 
 
-def _peak_memory_here(name, framework, threads):
+def _peak_memory_here(name, framework, threads, runner):
     import multiprocessing
     cfg = CONFIGS[name]
-    train, _ = tinytorch_setup(cfg, threads) if framework == "tinytorch" else torch_setup(cfg)
+    train, _ = tinytorch_setup(cfg, threads, runner) if framework == "tinytorch" else torch_setup(cfg)
     me, workers = os.getpid(), [p.pid for p in multiprocessing.active_children()]    # worker processes count too
     for pid in [me] + workers:
         with open(f"/proc/{pid}/clear_refs", "w") as f: f.write("5")          # restart the peak (VmHWM) here
@@ -130,7 +136,10 @@ def main(argv=None):
     parser.add_argument("--configs", nargs="+", default=["A", "B"], choices=sorted(CONFIGS))
     parser.add_argument("--steps", type=int, default=10, help="timed steps per round and framework")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="tinytorch data-parallel threads")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="tinytorch data-parallel workers")
+    parser.add_argument("--runner", choices=["default", "threads"], default="default",
+                        help="default: the package's runner (worker processes where the system can fork); "
+                             "threads: module 19's threads")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--memory-only", action="store_true")
     args = parser.parse_args(argv)
@@ -142,7 +151,7 @@ def main(argv=None):
         results[name] = {"config": cfg}
         ref = torch_or_none()
         if not args.memory_only:
-            times = measure(cfg, args.steps, args.rounds, args.threads)
+            times = measure(cfg, args.steps, args.rounds, args.threads, args.runner)
             ref = times.get("pytorch")
             checks = {}
             if ref is not None:
@@ -162,7 +171,7 @@ def main(argv=None):
             results[name]["times_s"] = times
             results[name]["checks"] = checks
         if not args.no_memory:
-            mem = {"tinytorch": peak_memory(name, "tinytorch", max(args.threads))}
+            mem = {"tinytorch": peak_memory(name, "tinytorch", max(args.threads), args.runner)}
             if ref is not None: mem["pytorch"] = peak_memory(name, "pytorch")
             results[name]["memory"] = mem
             mrows = [[fw, m["processes"], m["peak_growth"] / 2**20, m["resident"] / 2**20] for fw, m in mem.items() if m]

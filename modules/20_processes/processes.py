@@ -64,6 +64,7 @@ import multiprocessing
 import os
 import signal
 import traceback
+import warnings
 import weakref
 from multiprocessing.connection import wait
 
@@ -316,7 +317,9 @@ class ProcessDataParallel:
             ours, theirs = ctx.Pipe()
             proc = ctx.Process(target=worker_loop, name=f"tinytorch-dp-{rank}", daemon=True,
                                args=(rank, theirs, self.model, params, out, self.loss_fn, os.getpid()))
-            proc.start()
+            with warnings.catch_warnings():              # Python 3.12+ warns of fork() beside threads; ours are idle
+                warnings.filterwarnings("ignore", r".*multi-threaded, use of fork\(\)", DeprecationWarning)
+                proc.start()
             theirs.close()
             self._procs.append(proc); self._conns.append((ours, out))
         self._params, self._shared = params, shared

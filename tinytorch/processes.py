@@ -193,7 +193,9 @@ class ProcessDataParallel:
         sent = 0
         try:
             for (conn, _), request in zip(self._conns, requests):
-                conn.send(request); sent += 1
+                try: conn.send(request)
+                except OSError: raise self._died(sent) from None     # it ended since the last step
+                sent += 1
             try:
                 mine, error = own(), None
             except Exception as e:
@@ -212,9 +214,13 @@ class ProcessDataParallel:
         if conn in wait([conn, proc.sentinel]):
             try: return conn.recv()
             except EOFError: pass
+        raise self._died(i)
+
+    def _died(self, i):
+        proc = self._procs[i]
         proc.join(timeout=1)
-        raise WorkerDied(f"data-parallel worker process {i + 1} (pid {proc.pid}) ended without answering "
-                         f"(exit code {proc.exitcode}); no gradient was changed, and the next step starts new workers")
+        return WorkerDied(f"data-parallel worker process {i + 1} (pid {proc.pid}) ended without answering "
+                          f"(exit code {proc.exitcode}); no gradient was changed, and the next step starts new workers")
 
     # -- the runner's interface ------------------------------------------------------------
     def forward_backward(self, x, y, scale=1.0):

@@ -350,7 +350,9 @@ class ProcessDataParallel:
         sent = 0
         try:
             for (conn, _), request in zip(self._conns, requests):
-                conn.send(request); sent += 1
+                try: conn.send(request)
+                except OSError: raise self._died(sent) from None     # it ended since the last step
+                sent += 1
             try:
                 mine, error = own(), None
             except Exception as e:
@@ -369,9 +371,13 @@ class ProcessDataParallel:
         if conn in wait([conn, proc.sentinel]):
             try: return conn.recv()
             except EOFError: pass
+        raise self._died(i)
+
+    def _died(self, i):
+        proc = self._procs[i]
         proc.join(timeout=1)
-        raise WorkerDied(f"data-parallel worker process {i + 1} (pid {proc.pid}) ended without answering "
-                         f"(exit code {proc.exitcode}); no gradient was changed, and the next step starts new workers")
+        return WorkerDied(f"data-parallel worker process {i + 1} (pid {proc.pid}) ended without answering "
+                          f"(exit code {proc.exitcode}); no gradient was changed, and the next step starts new workers")
 
     # -- the runner's interface ------------------------------------------------------------
     def forward_backward(self, x, y, scale=1.0):
@@ -560,6 +566,13 @@ def test_a_dead_worker_is_reported_and_replaced():
         runner.forward_backward(x, y)
     assert all(p.grad is None for p in model.parameters()) and runner._procs == []
     runner.loss_fn = language_model_loss
+    _assert_close(_grads_of(model, runner, x, y), _grads_of(model, DataParallel(model, 1), x, y), 1e-13)
+    os.kill(runner._procs[0].pid, signal.SIGKILL)                     # killed between two steps
+    runner._procs[0].join()
+    model.zero_grad()
+    with pytest.raises(WorkerDied, match=r"exit code -9"):
+        runner.forward_backward(x, y)
+    assert all(p.grad is None for p in model.parameters())
     _assert_close(_grads_of(model, runner, x, y), _grads_of(model, DataParallel(model, 1), x, y), 1e-13)
     runner.close()
 

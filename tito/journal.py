@@ -322,6 +322,27 @@ class Transaction:
         self.committed = True
 
 
+class _Deferred:
+    "While `active`, the handler of `_signals_raise` only notes its signal in `pending`."
+    active = False
+    pending: int | None = None
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """A block in which SIGTERM and SIGHUP do not raise; one that came raises Interrupted when it ends.
+
+    For forking: Python runs hooks around a fork (logging has some), and an exception raised
+    inside them is printed and ignored, so the command would go on as if no signal had come."""
+    _Deferred.active, _Deferred.pending = True, None
+    try:
+        yield
+    finally:
+        _Deferred.active = False
+    if _Deferred.pending is not None:
+        raise Interrupted(f"received signal {_Deferred.pending}")
+
+
 @contextlib.contextmanager
 def _signals_raise():
     """SIGTERM and SIGHUP raise Interrupted in the main thread (so ``finally`` blocks restore)."""
@@ -330,6 +351,9 @@ def _signals_raise():
         return
 
     def handler(signum, frame):
+        if _Deferred.active:
+            _Deferred.pending = signum
+            return
         raise Interrupted(f"received signal {signum}")
 
     old = {}

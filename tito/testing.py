@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from .journal import signals_deferred
 from .project import Module, Project
 
 __all__ = ["PytestRun", "project_env", "run_pytest", "run_command", "module_test_paths", "NO_TESTS", "TimedOut",
@@ -77,14 +78,10 @@ class TimedOut(Exception):
     """A test run went over its time limit; the message says which test (and line) hung."""
 
 
-_HELD = tuple(s for s in (getattr(signal, n, None) for n in ("SIGTERM", "SIGHUP")) if s is not None)
-
-
 def _child_setup():  # pragma: no cover - runs in the child
     """Die with tito: on Linux the child gets SIGKILL when its parent dies (even by kill -9).
     Ctrl-C works in the tests even when tito runs as a background job (which ignores SIGINT)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)         # held back in tito while it forked (_start)
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -166,24 +163,14 @@ def run_command(project: Project, cmd: Sequence[str], *, capture: bool = True,
 
 
 def _start(cmd: list[str], kw: dict) -> subprocess.Popen:
-    """Popen, with SIGTERM and SIGHUP held back while it forks.
-
-    tito's handler for them raises Interrupted, and an exception raised inside the hooks Python
-    runs around a fork (logging has some) is printed and ignored: the command would go on as if
-    no signal had come. Held back, the signal arrives once Popen has returned; the child is then
-    stopped before the exception goes on."""
-    if not _HELD or not hasattr(signal, "pthread_sigmask"):
-        return subprocess.Popen(cmd, **kw)
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    """Popen, with SIGTERM and SIGHUP deferred while it forks (see journal.signals_deferred); if one
+    came, the child is stopped before Interrupted goes on."""
+    p = None
     try:
-        p = subprocess.Popen(cmd, **kw)
+        with signals_deferred():
+            p = subprocess.Popen(cmd, **kw)
     except BaseException:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        raise
-    try:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)       # a signal that came meanwhile is handled here
-    except BaseException:
-        _kill(p)
+        if p is not None: _kill(p)
         raise
     return p
 

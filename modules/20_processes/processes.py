@@ -167,9 +167,9 @@ if __name__ == "__main__":
 # A worker waits for requests on its end of a pipe and answers each one:
 #
 # - `("grad", state, x, y, seed, share, scale, recording)`: the loss of this micro-batch and
-#   its gradients times `share * scale`, exactly as a thread of module 19 computes them, written into the
-#   worker's shared gradient arrays; the answer is the weighted loss and which parameters got a
-#   gradient;
+#   its gradients times `share * scale`, exactly as a thread of module 19 computes them,
+#   written into the worker's shared gradient arrays; the answer is the weighted loss and
+#   which parameters got a gradient;
 # - `("loss", batches, state)`: the losses of some evaluation batches under `no_grad`;
 # - `None`: stop.
 #

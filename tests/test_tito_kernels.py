@@ -16,7 +16,9 @@ from tito.project import Project
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = Project(ROOT)
-PROBE = "import tinytorch; print(tinytorch.accel.enabled())"
+PROBE = ("import tinytorch; from tinytorch.core.tensor import KERNELS; from tinytorch.processes import can_fork; "
+         "print(tinytorch.accel.enabled(), tinytorch.parallel.enabled(), "
+         "(KERNELS.get('data_parallel') is tinytorch.processes.ProcessDataParallel) == can_fork())")
 
 
 def _clone(tmp_path, tests_of=()):
@@ -41,7 +43,9 @@ def _accel_on(root, **env):
     e.update(env)
     p = subprocess.run([sys.executable, "-c", PROBE], cwd=root, env=e, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    return {"True": True, "False": False}[p.stdout.strip()]
+    accel, optimizers, processes = ({"True": True, "False": False}[w] for w in p.stdout.split())
+    assert accel == optimizers == processes, "the fused kernels, in-place updates and processes switch together"
+    return accel
 
 
 def test_the_course_has_an_acceleration_module():
@@ -59,6 +63,17 @@ def test_kernels_file_overrides_default_and_environment_overrides_file(tmp_path)
     (root / "tinytorch" / KERNELS_FILE).write_text("fast\n")
     assert _accel_on(root, TINYTORCH_KERNELS="textbook") is False
     assert _accel_on(root) is True
+
+
+def test_doctor_says_which_kernels_run(tmp_path, monkeypatch):
+    from tito.doctor import KERNEL_SETTINGS, run_checks
+    root = _clone(tmp_path)
+    monkeypatch.delenv("TINYTORCH_KERNELS", raising=False)
+    monkeypatch.setenv("PYTHONPATH", f"{root}{os.pathsep}{ROOT}")
+    details = lambda: [c.detail for c in run_checks(Project(root)) if c.name == "kernels"]
+    assert details() == [KERNEL_SETTINGS["fast"]]
+    (root / "tinytorch" / KERNELS_FILE).write_text("textbook\n")
+    assert details() == [KERNEL_SETTINGS["textbook"]]
 
 
 def test_learner_runs_textbook_functions_until_module_18_is_completed(tmp_path, monkeypatch, cli):

@@ -43,6 +43,13 @@ def _version(dist: str) -> str | None:
         return None
 
 
+KERNEL_SETTINGS = {
+    "fast": "fast: module 18's fused kernels, module 19's in-place optimizer updates, module 20's worker processes where the system can fork",
+    "textbook": "textbook: the functions of modules 1-17 as written (tinytorch/_kernels.txt or TINYTORCH_KERNELS; "
+                "tito module complete 18 switches the fast ones on)",
+}
+
+
 def run_checks(project: Project) -> list[Check]:
     checks: list[Check] = []
     install = 'pip install -e ".[dev]"'
@@ -88,7 +95,8 @@ def run_checks(project: Project) -> list[Check]:
 
     # does tinytorch import, and is it this checkout's?
     code = ("import sys, tinytorch, pathlib; "
-            "print(pathlib.Path(tinytorch.__file__).resolve().parent)")
+            "print(pathlib.Path(tinytorch.__file__).resolve().parent); "
+            "setting = getattr(tinytorch, '_kernels_setting', None); print(setting() if setting else '')")
     p = subprocess.run([sys.executable, "-c", code], cwd=project.root, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace")
     if p.returncode != 0:
@@ -97,6 +105,9 @@ def run_checks(project: Project) -> list[Check]:
                             "tito export (then run tito doctor again to see what remains)"))
     else:
         checks.append(Check("import tinytorch", True, "ok"))
+        setting = (p.stdout.splitlines() + ["", ""])[1].strip()
+        if setting:
+            checks.append(Check("kernels", True, KERNEL_SETTINGS.get(setting, setting)))
     # the installed copy (what `python -c 'import tinytorch'` gets outside the project folder)
     q = subprocess.run([sys.executable, "-c", "import importlib.util as u; s=u.find_spec('tinytorch'); "
                         "print(s.origin if s else '')"], cwd=Path(project.root).anchor,

@@ -44,7 +44,8 @@ def _version(dist: str) -> str | None:
 
 
 KERNEL_SETTINGS = {
-    "fast": "fast: module 18's fused kernels, module 19's in-place optimizer updates, module 20's worker processes where the system can fork",
+    "fast": "fast: module 18's fused kernels, module 19's in-place optimizer updates, "
+            "module 20's worker processes where the system can fork",
     "textbook": "textbook: the functions of modules 1-17 as written (tinytorch/_kernels.txt or TINYTORCH_KERNELS; "
                 "tito module complete 18 switches the fast ones on)",
 }
